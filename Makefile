@@ -35,6 +35,10 @@ PACK_SRCS   := $(sort $(wildcard packager/*.c))
 VERIFY_SRCS := $(sort $(wildcard verifier/*.c))
 DELTA_SRCS  := $(sort $(wildcard tools/*.c))
 UNIT_SRCS   := $(sort $(wildcard tests/unit/*.c))
+FUZZ_SRCS   := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_REPLAY := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/replay/%)
+FUZZ_SECONDS ?= 60
+FUZZ_CC     ?= clang
 
 PROGS := $(BUILD)/fota-pack $(BUILD)/fota-verify
 ifneq ($(DELTA_SRCS),)
@@ -42,7 +46,7 @@ PROGS += $(BUILD)/fota-delta
 endif
 
 .PHONY: all check asan bench demo deps clean fuzz
-all: $(PROGS) $(BUILD)/unit-tests
+all: $(PROGS) $(BUILD)/unit-tests $(FUZZ_REPLAY)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -63,6 +67,27 @@ $(BUILD)/fota-delta: $(DELTA_SRCS:%.c=$(BUILD)/%.o) $(LIB)
 
 $(BUILD)/unit-tests: $(UNIT_SRCS:%.c=$(BUILD)/%.o) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcunit
+
+# Corpus replay: each harness linked with a plain main() (tests/fuzz/replay_main.c).
+$(BUILD)/replay/%: $(BUILD)/tests/fuzz/%.o $(BUILD)/tests/fuzz/replay_main.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# libFuzzer builds (clang): make fuzz FUZZ_SECONDS=N runs every harness N seconds on a
+# scratch copy of its corpus (new findings stay in build-fuzz/corpus/NAME).
+FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -Iformats/include $(PKG_CFLAGS) -pthread
+build-fuzz/%: tests/fuzz/%.c $(LIB_SRCS)
+	@mkdir -p build-fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(LIB_SRCS) $(LDLIBS)
+
+fuzz: deps $(FUZZ_SRCS:tests/fuzz/%.c=build-fuzz/%)
+	@for h in $(FUZZ_SRCS:tests/fuzz/%.c=%); do \
+	  name=$${h#fuzz_}; mkdir -p build-fuzz/corpus/$$name; \
+	  cp -n tests/fuzz/corpus/$$name/* build-fuzz/corpus/$$name/ 2>/dev/null; \
+	  echo "== $$h ($(FUZZ_SECONDS) s)"; \
+	  ./build-fuzz/$$h -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build-fuzz/corpus/$$name 2>&1 | \
+	    grep -E 'stat::number_of_executed_units|stat::peak_rss|ERROR|SUMMARY|Done' || true; \
+	done
 
 deps:
 	@bash ci/install-deps.sh

@@ -54,6 +54,19 @@ for t in tests/integration/test_*.sh; do
   fi
 done
 
+if [ -z "$FILTER" ] || [ "$FILTER" = fuzz ]; then
+  for h in "$BIN"/replay/fuzz_*; do
+    [ -x "$h" ] || continue
+    name=$(basename "$h"); corpus="tests/fuzz/corpus/${name#fuzz_}"
+    echo "== corpus replay: $name"
+    if [ -d "$corpus" ] && out=$("$h" "$corpus" 2>&1); then
+      echo "PASS: fuzz corpus $name: $out"; passed=$((passed + 1))
+    else
+      echo "FAIL: fuzz corpus $name: ${out:-no corpus at $corpus}" | tail -5; failed=$((failed + 1)); failures+=("corpus $name")
+    fi
+  done
+fi
+
 if [ ${#failures[@]} -gt 0 ]; then
   echo
   echo "failed:"
