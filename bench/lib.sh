@@ -1,0 +1,43 @@
+# bench/lib.sh: helpers shared by the bench/*.sh sections. Source it.
+#   measure CMD...     run CMD under /usr/bin/time; sets M_S (wall seconds), M_KB (peak
+#                      RSS, KiB) and M_RC (exit status). CMD's stdout/stderr go to $M_LOG.
+#   gen_bytes KEY N    N deterministic pseudo-random bytes (AES-128-CTR keystream of zeros
+#                      under the 32-hex-digit KEY) on stdout.
+#   fsize FILE         size in bytes.
+#   json_str S         S as a JSON string literal.
+set -u
+
+M_LOG=${M_LOG:-/dev/null}
+
+measure() {
+  local tf
+  tf=$(mktemp)
+  /usr/bin/time -f '%e %M' -o "$tf" "$@" >"$M_LOG" 2>&1
+  M_RC=$?
+  # On failure time(1) writes "Command exited with non-zero status N" before the figures.
+  read -r M_S M_KB < <(tail -n 1 "$tf")
+  rm -f "$tf"
+  case "$M_S" in '' | *[!0-9.]*) M_S=0 ;; esac
+  case "$M_KB" in '' | *[!0-9]*) M_KB=0 ;; esac
+}
+
+gen_bytes() {
+  openssl enc -aes-128-ctr -nosalt -K "$1" -iv 00000000000000000000000000000000 </dev/zero 2>/dev/null | head -c "$2"
+}
+
+fsize() { stat -c %s "$1"; }
+
+json_str() {
+  local s=${1//\\/\\\\}
+  s=${s//\"/\\\"}
+  printf '"%s"' "$s"
+}
+
+need_tools() {
+  local t missing=()
+  for t in "$@"; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "bench: missing tools: ${missing[*]} (run: make deps)" >&2
+    return 1
+  fi
+}
