@@ -17,7 +17,7 @@ PKGS=(
   libbz2-dev bzip2
   bsdiff xdelta3
   nginx-light
-  time
+  time bc e2fsprogs jq
 )
 
 missing=()

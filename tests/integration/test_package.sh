@@ -94,7 +94,7 @@ flip() { # FILE OFFSET: replace one byte by its complement
 sweep() { # NAME START LEN WANT_RC
   local name=$1 start=$2 len=$3 want=$4 bad=0 badlist="" i rc
   for ((i = start; i < start + len; i++)); do
-    cp "$SP" "$WORK/t.fota"
+    cp "$SP" "$WORK/t.fota"; rm -f "$WORK/t.out"
     flip "$WORK/t.fota" "$i"
     fota-verify --quiet --trust "$PKI/root.pem" --output "$WORK/t.out" "$WORK/t.fota"
     rc=$?
@@ -115,7 +115,7 @@ for sz in $(grep -o '"payload_size":[0-9]*' "$(tar -xOf "$SP" manifest.json >"$W
   data=$((off + 512))
   for i in $data $((data + sz / 2)) $((data + sz - 1)); do
     total=$((total + 1))
-    cp "$SP" "$WORK/t.fota"; flip "$WORK/t.fota" "$i"
+    cp "$SP" "$WORK/t.fota"; rm -f "$WORK/t.out"; flip "$WORK/t.fota" "$i"
     fota-verify --quiet --trust "$PKI/root.pem" --output "$WORK/t.out" "$WORK/t.fota"; rc=$?
     { [ "$rc" -eq 6 ] && [ ! -e "$WORK/t.out" ]; } || bad=$((bad + 1))
   done
@@ -128,7 +128,7 @@ done
 size=$(stat -c %s "$SP")
 bad=0
 for len in 0 100 511 512 $((512 + mlen / 2)) $((sig_data + 10)) $((size / 2)) $((size - 1024)) $((size - 513)) $((size - 1)); do
-  head -c "$len" "$SP" >"$WORK/t.fota"
+  head -c "$len" "$SP" >"$WORK/t.fota"; rm -f "$WORK/t.out"
   fota-verify --quiet --trust "$PKI/root.pem" --output "$WORK/t.out" "$WORK/t.fota"; rc=$?
   { [ "$rc" -eq 4 ] && [ ! -e "$WORK/t.out" ]; } || { bad=$((bad + 1)); echo "truncate $len -> $rc"; }
 done
@@ -138,9 +138,10 @@ expect_rc "trailing data after the end marker -> 4" 4 fota-verify --quiet --trus
 
 M=$WORK/m; rm -rf "$M"; mkdir -p "$M"; tar -xf "$SP" -C "$M"
 mapfile -t members < <(tar -tf "$SP")
-retar() { # OUT MEMBER...  (deterministic ustar like fota-pack's)
+TARF=(--format=ustar --owner=root --group=root --mtime=@0 --mode=0644 -b 1)
+retar() { # OUT MEMBER...  (ustar, 512-byte records: the layout fota-pack writes)
   local out=$1; shift
-  (cd "$M" && tar --format=ustar --owner=root --group=root --numeric-owner --mtime=@0 --mode=0644 -cf "$out" "$@")
+  (cd "$M" && tar "${TARF[@]}" -cf "$out" "$@")
 }
 retar "$WORK/same.fota" "${members[@]}"
 check "control: GNU tar rebuild of the same members verifies" fota-verify --quiet --trust "$PKI/root.pem" "$WORK/same.fota"
@@ -156,12 +157,12 @@ expect_rc "payloads swapped -> 4" 4 fota-verify --quiet --trust "$PKI/root.pem" 
 retar "$WORK/t.fota" manifest.json "${members[@]:2}"
 expect_rc "no manifest.sig (unsigned) -> 4" 4 fota-verify --quiet --trust "$PKI/root.pem" "$WORK/t.fota"
 mkdir -p "$M/sub"; cp "$M/${members[2]}" "$M/sub/p"
-(cd "$M/sub" && tar --format=ustar --owner=root --group=root --mtime=@0 -cf "$WORK/t.fota" -C "$M" manifest.json manifest.sig \
+(cd "$M/sub" && tar "${TARF[@]}" -cf "$WORK/t.fota" -C "$M" manifest.json manifest.sig \
    --transform "s|^sub/p$|../${members[2]}|" sub/p "${members[3]}")
 tar -tf "$WORK/t.fota" 2>/dev/null | grep -q '^\.\./' && \
   expect_rc "member named ../images/... -> 4" 4 fota-verify --quiet --trust "$PKI/root.pem" "$WORK/t.fota" \
   || fail "could not build a ../ member"
-(cd "$M" && tar --format=ustar -P --owner=root --group=root --mtime=@0 -cf "$WORK/t.fota" manifest.json manifest.sig \
+(cd "$M" && tar "${TARF[@]}" -P -cf "$WORK/t.fota" manifest.json manifest.sig \
    --transform "s|^sub/p$|/${members[2]}|" sub/p "${members[3]}")
 tar -tPf "$WORK/t.fota" 2>/dev/null | grep -q '^/images' && \
   expect_rc "member with an absolute path -> 4" 4 fota-verify --quiet --trust "$PKI/root.pem" "$WORK/t.fota" \
