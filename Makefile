@@ -13,9 +13,11 @@ CC      ?= cc
 SAN     ?=
 OPT     ?= -O2
 
-PKG_LIBS := libcrypto libzstd libarchive jansson libdivsufsort
+PKG_LIBS := libcrypto libzstd libarchive jansson libdivsufsort libcurl inih
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKG_LIBS) 2>/dev/null)
 PKG_LDLIBS := $(shell pkg-config --libs $(PKG_LIBS) 2>/dev/null)
+# The agent links only what applying needs (DESIGN.md): never libarchive or libdivsufsort.
+AGENT_LDLIBS := $(shell pkg-config --libs libcrypto libzstd libcurl jansson inih 2>/dev/null) -lpthread -lm
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wvla -Wno-unused-parameter -Wno-format-truncation
 CFLAGS  ?= $(OPT) -g
@@ -35,6 +37,10 @@ PACK_SRCS   := $(sort $(wildcard packager/*.c))
 VERIFY_SRCS := $(sort $(wildcard verifier/*.c))
 DELTA_SRCS  := $(sort $(wildcard tools/*.c))
 UNIT_SRCS   := $(sort $(wildcard tests/unit/*.c))
+# agent/fota-agent.c holds main(); the rest is libagent, which unit tests link too.
+AGENT_MAIN  := agent/fota-agent.c
+AGENT_SRCS  := $(filter-out $(AGENT_MAIN),$(sort $(wildcard agent/*.c)))
+AGENT_LIB   := $(BUILD)/libagent.a
 FUZZ_SRCS   := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_REPLAY := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/replay/%)
 FUZZ_SECONDS ?= 60
@@ -43,6 +49,9 @@ FUZZ_CC     ?= clang
 PROGS := $(BUILD)/fota-pack $(BUILD)/fota-verify
 ifneq ($(DELTA_SRCS),)
 PROGS += $(BUILD)/fota-delta
+endif
+ifneq ($(wildcard $(AGENT_MAIN)),)
+PROGS += $(BUILD)/fota-agent
 endif
 
 .PHONY: all check asan bench demo deps clean fuzz
@@ -65,7 +74,14 @@ $(BUILD)/fota-verify: $(VERIFY_SRCS:%.c=$(BUILD)/%.o) $(LIB)
 $(BUILD)/fota-delta: $(DELTA_SRCS:%.c=$(BUILD)/%.o) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/unit-tests: $(UNIT_SRCS:%.c=$(BUILD)/%.o) $(LIB)
+$(AGENT_LIB): $(AGENT_SRCS:%.c=$(BUILD)/%.o)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/fota-agent: $(AGENT_MAIN:%.c=$(BUILD)/%.o) $(AGENT_LIB) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(AGENT_LDLIBS)
+
+$(BUILD)/unit-tests: $(UNIT_SRCS:%.c=$(BUILD)/%.o) $(AGENT_LIB) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcunit
 
 # Corpus replay: each harness linked with a plain main() (tests/fuzz/replay_main.c).
