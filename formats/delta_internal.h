@@ -16,4 +16,47 @@
 fota_status fota_bsdiff40_apply(const struct fota_delta_io *io, uint64_t source_size, uint64_t mem_limit,
 				uint64_t *target_size, struct fota_error *err) FOTA_WUR;
 
+/*
+ * The fota delta patch format (FORMAT.md, section 7). A 32-byte header, then blocks.
+ *   0  8  magic "FOTADELT"
+ *   8  1  version (1)
+ *   9  1  flags (0; reserved)
+ *  10  1  log2 window of the control stream
+ *  11  1  log2 window of the diff stream
+ *  12  1  log2 window of the extra stream
+ *  13  1  block_log: a block produces at most 2^block_log target bytes
+ *  14  2  reserved (0)
+ *  16  8  source size, little-endian
+ *  24  8  target size, little-endian
+ * Each block: five LEB128 varints (target bytes, raw control bytes, compressed control,
+ * diff and extra piece lengths), then the three pieces. Each stream is one zstd frame
+ * spread over the blocks (flushed at every block end).
+ */
+#define DELTA_MAGIC "FOTADELT"
+#define DELTA_VERSION 1
+#define DELTA_HDR_LEN 32
+#define DELTA_WLOG_MIN 10
+#define DELTA_WLOG_MAX 30
+#define DELTA_BLOCK_LOG_MIN 12
+#define DELTA_BLOCK_LOG_MAX 24
+#define DELTA_BLOCK_LOG_DEFAULT 20
+#define DELTA_CTRL_CAP 65536u          /* raw control bytes per block */
+#define DELTA_CTRL_WLOG_MAX 20
+#define DELTA_WLOG_DEFAULT 22
+#define DELTA_LEVEL_DEFAULT 19
+#define DELTA_IO_BUF 65536u            /* apply's source, diff and target buffers */
+#define DELTA_BLK_HDR_MAX 50           /* five varints of at most 10 bytes */
+
+/* Largest compressed piece for raw bytes n (zstd block overheads, frame header, checksum). */
+static inline uint64_t delta_piece_bound(uint64_t n)
+{
+	return n + (n >> 8) + 64;
+}
+
+/* Threads to use for a request (0 = online cores), at least 1. */
+unsigned fota_delta_threads(unsigned requested);
+
+/* Memory apply needs for a patch with these stream windows and block size. */
+uint64_t fota_delta_apply_mem(unsigned ctrl_wlog, unsigned diff_wlog, unsigned extra_wlog, unsigned block_log);
+
 #endif

@@ -1,0 +1,518 @@
+/*
+ * delta_apply.c: apply a fota delta patch (FORMAT.md, section 7) in bounded memory, and
+ * the format dispatcher (BSDIFF40 patches go to delta_bsdiff40.c).
+ *
+ * The patch is read front to back, one block at a time (at most one block of compressed
+ * input is held); the source is read at the offsets the controls name; the target is
+ * written front to back through a 64 KiB buffer. Memory is three zstd decoders, each
+ * limited to the window its header states, plus the block buffer and fixed I/O buffers:
+ * fota_delta_apply_mem() computes it from the header alone, and a patch needing more
+ * than mem_limit is refused before anything is written. Every value read from the patch
+ * is checked before use: block and piece sizes against their bounds, each control
+ * against the block's remaining output and the source size, each stream's output
+ * against its control total, and every stream must end exactly with the last block.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define ZSTD_STATIC_LINKING_ONLY
+#include <zstd.h>
+
+#include "fota/delta.h"
+#include "fota/util.h"
+#include "delta_internal.h"
+
+int fota_delta_detect(const uint8_t *head, size_t len)
+{
+	if (!head || len < 8)
+		return -1;
+	if (memcmp(head, DELTA_MAGIC, 8) == 0)
+		return FOTA_DELTA_FMT_FOTA;
+	if (memcmp(head, "BSDIFF40", 8) == 0)
+		return FOTA_DELTA_FMT_BSDIFF40;
+	return -1;
+}
+
+uint64_t fota_delta_apply_mem(unsigned ctrl_wlog, unsigned diff_wlog, unsigned extra_wlog, unsigned block_log)
+{
+	uint64_t m = 0;
+	m += ZSTD_estimateDStreamSize((size_t)1 << ctrl_wlog);
+	m += ZSTD_estimateDStreamSize((size_t)1 << diff_wlog);
+	m += ZSTD_estimateDStreamSize((size_t)1 << extra_wlog);
+	m += delta_piece_bound(DELTA_CTRL_CAP) + 2 * delta_piece_bound(UINT64_C(1) << block_log); /* block */
+	m += DELTA_CTRL_CAP + 3 * DELTA_IO_BUF + 4096; /* control, source, diff, target buffers; state */
+	return m;
+}
+
+static const char *const sname[3] = {"control", "diff", "extra"};
+
+struct zin {
+	ZSTD_DStream *d;
+	ZSTD_inBuffer in;
+	int ended;
+};
+
+struct applier {
+	const struct fota_delta_io *io;
+	uint64_t source_size, new_size;
+	struct zin z[3];
+	uint8_t *block, *ctrl, *sbuf, *dbuf, *obuf;
+	size_t olen;
+	uint64_t written;
+};
+
+/* Decompress exactly len bytes of stream i of the current block. */
+static fota_status zread(struct applier *a, int i, uint8_t *dst, size_t len, uint64_t blk, struct fota_error *err)
+{
+	struct zin *z = &a->z[i];
+	ZSTD_outBuffer ob = {dst, len, 0};
+	while (ob.pos < len) {
+		if (z->ended)
+			return fota_error_set(err, FOTA_E_PATCH, "delta: block %" PRIu64 ": %s stream ended early", blk,
+					      sname[i]);
+		size_t in0 = z->in.pos, out0 = ob.pos;
+		size_t r = ZSTD_decompressStream(z->d, &ob, &z->in);
+		if (ZSTD_isError(r))
+			return fota_error_set(err, FOTA_E_COMPRESS, "delta: block %" PRIu64 ": %s stream: zstd: %s", blk,
+					      sname[i], ZSTD_getErrorName(r));
+		if (r == 0)
+			z->ended = 1;
+		if (z->in.pos == in0 && ob.pos == out0)
+			return fota_error_set(err, FOTA_E_PATCH,
+					      "delta: block %" PRIu64 ": %s piece shorter than its controls need", blk,
+					      sname[i]);
+	}
+	return FOTA_OK;
+}
+
+/* At a block's end: the piece must be used up and yield nothing more. */
+static fota_status zdrain(struct applier *a, int i, uint64_t blk, struct fota_error *err)
+{
+	struct zin *z = &a->z[i];
+	for (;;) {
+		if (z->ended) {
+			if (z->in.pos != z->in.size)
+				return fota_error_set(err, FOTA_E_PATCH,
+						      "delta: block %" PRIu64 ": %s piece has data after its stream's end",
+						      blk, sname[i]);
+			return FOTA_OK;
+		}
+		uint8_t x;
+		ZSTD_outBuffer ob = {&x, 1, 0};
+		size_t in0 = z->in.pos;
+		size_t r = ZSTD_decompressStream(z->d, &ob, &z->in);
+		if (ZSTD_isError(r))
+			return fota_error_set(err, FOTA_E_COMPRESS, "delta: block %" PRIu64 ": %s stream: zstd: %s", blk,
+					      sname[i], ZSTD_getErrorName(r));
+		if (ob.pos)
+			return fota_error_set(err, FOTA_E_PATCH,
+					      "delta: block %" PRIu64 ": %s piece holds more bytes than its controls use",
+					      blk, sname[i]);
+		if (r == 0)
+			z->ended = 1;
+		if (z->in.pos == in0 && !z->ended)
+			break;
+	}
+	if (z->in.pos != z->in.size)
+		return fota_error_set(err, FOTA_E_PATCH, "delta: block %" PRIu64 ": %s piece has undecodable bytes", blk,
+				      sname[i]);
+	return FOTA_OK;
+}
+
+static fota_status flush_out(struct applier *a, struct fota_error *err)
+{
+	if (a->olen == 0)
+		return FOTA_OK;
+	fota_status st = a->io->write_target(a->io->ctx, a->obuf, a->olen, err);
+	if (st != FOTA_OK)
+		return st;
+	a->written += a->olen;
+	a->olen = 0;
+	return FOTA_OK;
+}
+
+static int get_varint(const uint8_t *p, size_t len, size_t *pos, uint64_t *v)
+{
+	uint64_t r = 0;
+	for (unsigned shift = 0; shift < 64; shift += 7) {
+		if (*pos >= len)
+			return -1;
+		uint8_t b = p[(*pos)++];
+		if (shift == 63 && (b & 0x7e))
+			return -1;
+		r |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80)) {
+			*v = r;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static fota_status apply_fota(const struct fota_delta_io *io, uint64_t source_size, uint64_t mem_limit,
+			      uint64_t *target_size, struct fota_error *err)
+{
+	fota_status st = FOTA_OK;
+	struct applier a = {.io = io, .source_size = source_size};
+	uint8_t h[DELTA_HDR_LEN];
+
+	if (io->patch_size < DELTA_HDR_LEN)
+		return fota_error_set(err, FOTA_E_PATCH, "delta: patch of %" PRIu64 " bytes is shorter than its header",
+				      io->patch_size);
+	st = io->read_patch(io->ctx, 0, h, DELTA_HDR_LEN, err);
+	if (st != FOTA_OK)
+		return st;
+	if (memcmp(h, DELTA_MAGIC, 8) != 0)
+		return fota_error_set(err, FOTA_E_PATCH, "delta: not a fota delta patch (bad magic)");
+	if (h[8] != DELTA_VERSION)
+		return fota_error_set(err, FOTA_E_UNSUPPORTED, "delta: patch version %u, this build reads %u", h[8],
+				      DELTA_VERSION);
+	if (h[9] != 0 || h[14] != 0 || h[15] != 0)
+		return fota_error_set(err, FOTA_E_UNSUPPORTED, "delta: header: unknown flags or reserved bytes set");
+	unsigned wl[3] = {h[10], h[11], h[12]}, block_log = h[13];
+	for (int i = 0; i < 3; i++)
+		if (wl[i] < DELTA_WLOG_MIN || wl[i] > DELTA_WLOG_MAX)
+			return fota_error_set(err, FOTA_E_PATCH, "delta: header: %s window log %u outside [%d, %d]",
+					      sname[i], wl[i], DELTA_WLOG_MIN, DELTA_WLOG_MAX);
+	if (block_log < DELTA_BLOCK_LOG_MIN || block_log > DELTA_BLOCK_LOG_MAX)
+		return fota_error_set(err, FOTA_E_PATCH, "delta: header: block log %u outside [%d, %d]", block_log,
+				      DELTA_BLOCK_LOG_MIN, DELTA_BLOCK_LOG_MAX);
+	uint64_t old_size = 0, new_size = 0;
+	for (int i = 7; i >= 0; i--) {
+		old_size = old_size << 8 | h[16 + i];
+		new_size = new_size << 8 | h[24 + i];
+	}
+	if (old_size != source_size)
+		return fota_error_set(err, FOTA_E_SOURCE, "delta: source is %" PRIu64 " bytes, the patch expects %" PRIu64,
+				      source_size, old_size);
+	if (new_size > INT64_MAX || old_size > INT64_MAX)
+		return fota_error_set(err, FOTA_E_PATCH, "delta: header: sizes above 2^63");
+	uint64_t need = fota_delta_apply_mem(wl[0], wl[1], wl[2], block_log);
+	if (need > mem_limit)
+		return fota_error_set(err, FOTA_E_LIMIT,
+				      "delta: patch needs %" PRIu64 " bytes of memory (windows 2^%u, 2^%u, 2^%u; "
+				      "blocks 2^%u), limit %" PRIu64, need, wl[0], wl[1], wl[2], block_log, mem_limit);
+	a.new_size = new_size;
+
+	uint64_t block_max = UINT64_C(1) << block_log;
+	size_t block_cap = (size_t)(delta_piece_bound(DELTA_CTRL_CAP) + 2 * delta_piece_bound(block_max));
+	a.block = malloc(block_cap);
+	a.ctrl = malloc(DELTA_CTRL_CAP);
+	a.sbuf = malloc(DELTA_IO_BUF);
+	a.dbuf = malloc(DELTA_IO_BUF);
+	a.obuf = malloc(DELTA_IO_BUF);
+	if (!a.block || !a.ctrl || !a.sbuf || !a.dbuf || !a.obuf) {
+		st = fota_error_set(err, FOTA_E_NOMEM, "delta: apply: out of memory");
+		goto out;
+	}
+	for (int i = 0; i < 3; i++) {
+		a.z[i].d = ZSTD_createDStream();
+		if (!a.z[i].d ||
+		    ZSTD_isError(ZSTD_DCtx_setParameter(a.z[i].d, ZSTD_d_windowLogMax, (int)wl[i]))) {
+			st = fota_error_set(err, FOTA_E_NOMEM, "delta: apply: cannot create a zstd decoder");
+			goto out;
+		}
+	}
+
+	uint64_t poff = DELTA_HDR_LEN, produced = 0, blk = 0;
+	int64_t opos = 0;
+	do {
+		uint8_t bh[DELTA_BLK_HDR_MAX];
+		if (poff >= io->patch_size) {
+			st = fota_error_set(err, FOTA_E_PATCH, "delta: patch truncated at block %" PRIu64 " (%" PRIu64
+					    " of %" PRIu64 " target bytes)", blk, produced, new_size);
+			goto out;
+		}
+		size_t bhl = io->patch_size - poff < DELTA_BLK_HDR_MAX ? (size_t)(io->patch_size - poff) : DELTA_BLK_HDR_MAX;
+		st = io->read_patch(io->ctx, poff, bh, bhl, err);
+		if (st != FOTA_OK)
+			goto out;
+		size_t bp = 0;
+		uint64_t new_len, ctrl_raw, cl[3];
+		if (get_varint(bh, bhl, &bp, &new_len) || get_varint(bh, bhl, &bp, &ctrl_raw) ||
+		    get_varint(bh, bhl, &bp, &cl[0]) || get_varint(bh, bhl, &bp, &cl[1]) ||
+		    get_varint(bh, bhl, &bp, &cl[2])) {
+			st = fota_error_set(err, FOTA_E_PATCH, "delta: block %" PRIu64 ": truncated or bad header", blk);
+			goto out;
+		}
+		if (new_len > block_max || new_len > new_size - produced || (new_len == 0 && new_size != 0)) {
+			st = fota_error_set(err, FOTA_E_PATCH, "delta: block %" PRIu64 ": target length %" PRIu64
+					    " invalid (block max %" PRIu64 ", %" PRIu64 " bytes left)", blk, new_len,
+					    block_max, new_size - produced);
+			goto out;
+		}
+		if (ctrl_raw > DELTA_CTRL_CAP || cl[0] > delta_piece_bound(ctrl_raw) ||
+		    cl[1] > delta_piece_bound(new_len) || cl[2] > delta_piece_bound(new_len)) {
+			st = fota_error_set(err, FOTA_E_PATCH, "delta: block %" PRIu64 ": piece sizes %" PRIu64 "/%" PRIu64
+					    "/%" PRIu64 " (control raw %" PRIu64 ") exceed their bounds", blk, cl[0], cl[1],
+					    cl[2], ctrl_raw);
+			goto out;
+		}
+		poff += bp;
+		uint64_t body = cl[0] + cl[1] + cl[2];
+		if (body > io->patch_size - poff) {
+			st = fota_error_set(err, FOTA_E_PATCH, "delta: block %" PRIu64 ": %" PRIu64
+					    " bytes of pieces run past the patch end", blk, body);
+			goto out;
+		}
+		if (body) {
+			st = io->read_patch(io->ctx, poff, a.block, (size_t)body, err);
+			if (st != FOTA_OK)
+				goto out;
+		}
+		poff += body;
+		size_t boff = 0;
+		for (int i = 0; i < 3; i++) {
+			if (a.z[i].ended && cl[i]) {
+				st = fota_error_set(err, FOTA_E_PATCH, "delta: block %" PRIu64 ": %s piece after its stream's end",
+						    blk, sname[i]);
+				goto out;
+			}
+			a.z[i].in = (ZSTD_inBuffer){a.block + boff, (size_t)cl[i], 0};
+			boff += (size_t)cl[i];
+		}
+		st = zread(&a, 0, a.ctrl, (size_t)ctrl_raw, blk, err);
+		if (st != FOTA_OK)
+			goto out;
+
+		size_t cp = 0;
+		uint64_t left = new_len;
+		while (cp < ctrl_raw) {
+			uint64_t add, copy, zz;
+			if (get_varint(a.ctrl, (size_t)ctrl_raw, &cp, &add) || get_varint(a.ctrl, (size_t)ctrl_raw, &cp, &copy) ||
+			    get_varint(a.ctrl, (size_t)ctrl_raw, &cp, &zz)) {
+				st = fota_error_set(err, FOTA_E_PATCH, "delta: block %" PRIu64 ": truncated control triple", blk);
+				goto out;
+			}
+			int64_t seek = (int64_t)(zz >> 1) ^ -(int64_t)(zz & 1);
+			if (add > left || copy > left - add) {
+				st = fota_error_set(err, FOTA_E_PATCH, "delta: block %" PRIu64 ": control (%" PRIu64 ", %" PRIu64
+						    ") runs past the block's %" PRIu64 " target bytes", blk, add, copy, new_len);
+				goto out;
+			}
+			if (add > source_size || (uint64_t)opos > source_size - add) {
+				st = fota_error_set(err, FOTA_E_PATCH, "delta: block %" PRIu64 ": control reads source [%" PRId64
+						    ", +%" PRIu64 ") past its %" PRIu64 " bytes", blk, opos, add, source_size);
+				goto out;
+			}
+			left -= add + copy;
+			while (add) {
+				size_t room = DELTA_IO_BUF - a.olen;
+				size_t n = add < room ? (size_t)add : room;
+				st = io->read_source(io->ctx, (uint64_t)opos, a.sbuf, n, err);
+				if (st == FOTA_OK)
+					st = zread(&a, 1, a.dbuf, n, blk, err);
+				if (st != FOTA_OK)
+					goto out;
+				uint8_t *o = a.obuf + a.olen;
+				for (size_t j = 0; j < n; j++)
+					o[j] = (uint8_t)(a.sbuf[j] + a.dbuf[j]);
+				a.olen += n;
+				opos += (int64_t)n;
+				add -= n;
+				if (a.olen == DELTA_IO_BUF && (st = flush_out(&a, err)) != FOTA_OK)
+					goto out;
+			}
+			while (copy) {
+				size_t room = DELTA_IO_BUF - a.olen;
+				size_t n = copy < room ? (size_t)copy : room;
+				st = zread(&a, 2, a.obuf + a.olen, n, blk, err);
+				if (st != FOTA_OK)
+					goto out;
+				a.olen += n;
+				copy -= n;
+				if (a.olen == DELTA_IO_BUF && (st = flush_out(&a, err)) != FOTA_OK)
+					goto out;
+			}
+			if ((seek < 0 && (uint64_t)(-(seek + 1)) + 1 > (uint64_t)opos) ||
+			    (seek > 0 && (uint64_t)seek > source_size - (uint64_t)opos)) {
+				st = fota_error_set(err, FOTA_E_PATCH, "delta: block %" PRIu64 ": seek %" PRId64
+						    " from %" PRId64 " leaves the source [0, %" PRIu64 "]", blk, seek, opos,
+						    source_size);
+				goto out;
+			}
+			opos += seek;
+		}
+		if (left) {
+			st = fota_error_set(err, FOTA_E_PATCH, "delta: block %" PRIu64 ": controls produce %" PRIu64
+					    " bytes, the block states %" PRIu64, blk, new_len - left, new_len);
+			goto out;
+		}
+		produced += new_len;
+		int last = produced == new_size;
+		for (int i = 0; i < 3; i++) {
+			st = zdrain(&a, i, blk, err);
+			if (st != FOTA_OK)
+				goto out;
+			if (last && !a.z[i].ended) {
+				st = fota_error_set(err, FOTA_E_PATCH, "delta: %s stream does not end with the last block",
+						    sname[i]);
+				goto out;
+			}
+		}
+		blk++;
+	} while (produced < new_size);
+	if (poff != io->patch_size) {
+		st = fota_error_set(err, FOTA_E_PATCH, "delta: %" PRIu64 " bytes after the last block",
+				    io->patch_size - poff);
+		goto out;
+	}
+	st = flush_out(&a, err);
+	if (st == FOTA_OK && target_size)
+		*target_size = a.written;
+out:
+	for (int i = 0; i < 3; i++)
+		ZSTD_freeDStream(a.z[i].d);
+	free(a.block);
+	free(a.ctrl);
+	free(a.sbuf);
+	free(a.dbuf);
+	free(a.obuf);
+	return st;
+}
+
+fota_status fota_delta_apply(const struct fota_delta_io *io, uint64_t source_size, uint64_t mem_limit,
+			     uint64_t *target_size, struct fota_error *err)
+{
+	uint8_t head[8];
+	if (!io || !io->read_patch || !io->read_source || !io->write_target)
+		return fota_error_set(err, FOTA_E_ARG, "delta: apply: incomplete I/O callbacks");
+	if (target_size)
+		*target_size = 0;
+	if (io->patch_size < 8)
+		return fota_error_set(err, FOTA_E_PATCH, "delta: patch of %" PRIu64 " bytes is too short to identify",
+				      io->patch_size);
+	fota_status st = io->read_patch(io->ctx, 0, head, 8, err);
+	if (st != FOTA_OK)
+		return st;
+	switch (fota_delta_detect(head, 8)) {
+	case FOTA_DELTA_FMT_FOTA:
+		return apply_fota(io, source_size, mem_limit, target_size, err);
+	case FOTA_DELTA_FMT_BSDIFF40:
+		return fota_bsdiff40_apply(io, source_size, mem_limit, target_size, err);
+	default:
+		return fota_error_set(err, FOTA_E_PATCH, "delta: unknown patch format (neither FOTADELT nor BSDIFF40)");
+	}
+}
+
+/* ------------------------------------------------------------------ files */
+
+struct file_io {
+	int pfd, sfd, tfd;
+	const char *ppath, *spath, *tpath;
+};
+
+static fota_status pread_all(int fd, const char *path, uint64_t off, void *buf, size_t len, struct fota_error *err)
+{
+	uint8_t *p = buf;
+	while (len) {
+		ssize_t r = pread(fd, p, len, (off_t)off);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return fota_error_set(err, FOTA_E_IO, "%s: read: %s", path, strerror(errno));
+		if (r == 0)
+			return fota_error_set(err, FOTA_E_IO, "%s: read: unexpected end of file", path);
+		p += r;
+		off += (uint64_t)r;
+		len -= (size_t)r;
+	}
+	return FOTA_OK;
+}
+
+static fota_status f_read_patch(void *ctx, uint64_t off, void *buf, size_t len, struct fota_error *err)
+{
+	struct file_io *f = ctx;
+	return pread_all(f->pfd, f->ppath, off, buf, len, err);
+}
+
+static fota_status f_read_source(void *ctx, uint64_t off, void *buf, size_t len, struct fota_error *err)
+{
+	struct file_io *f = ctx;
+	return pread_all(f->sfd, f->spath, off, buf, len, err);
+}
+
+static fota_status f_write_target(void *ctx, const void *buf, size_t len, struct fota_error *err)
+{
+	struct file_io *f = ctx;
+	const uint8_t *p = buf;
+	while (len) {
+		ssize_t r = write(f->tfd, p, len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return fota_error_set(err, FOTA_E_IO, "%s: write: %s", f->tpath, strerror(errno));
+		p += r;
+		len -= (size_t)r;
+	}
+	return FOTA_OK;
+}
+
+fota_status fota_delta_apply_files(const char *old_path, const char *patch_path, const char *new_path,
+				   uint64_t mem_limit, uint64_t *target_size, struct fota_error *err)
+{
+	struct file_io f = {-1, -1, -1, patch_path, old_path, NULL};
+	char *tmp = NULL;
+	fota_status st = FOTA_OK;
+	struct stat sp, so;
+	if (!old_path || !patch_path || !new_path)
+		return fota_error_set(err, FOTA_E_ARG, "delta: apply: NULL path");
+	if (asprintf(&tmp, "%s.tmp", new_path) < 0)
+		return fota_error_set(err, FOTA_E_NOMEM, "out of memory");
+	f.tpath = tmp;
+	f.sfd = open(old_path, O_RDONLY | O_CLOEXEC);
+	if (f.sfd < 0 || fstat(f.sfd, &so) != 0) {
+		st = fota_error_set(err, FOTA_E_IO, "%s: %s", old_path, strerror(errno));
+		goto out;
+	}
+	f.pfd = open(patch_path, O_RDONLY | O_CLOEXEC);
+	if (f.pfd < 0 || fstat(f.pfd, &sp) != 0) {
+		st = fota_error_set(err, FOTA_E_IO, "%s: %s", patch_path, strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(so.st_mode) || !S_ISREG(sp.st_mode)) {
+		st = fota_error_set(err, FOTA_E_IO, "%s: not a regular file", S_ISREG(so.st_mode) ? patch_path : old_path);
+		goto out;
+	}
+	f.tfd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (f.tfd < 0) {
+		st = fota_error_set(err, FOTA_E_IO, "%s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	struct fota_delta_io io = {&f, (uint64_t)sp.st_size, f_read_patch, f_read_source, f_write_target};
+	st = fota_delta_apply(&io, (uint64_t)so.st_size, mem_limit, target_size, err);
+	if (st != FOTA_OK)
+		goto out;
+	if (fsync(f.tfd) != 0) {
+		st = fota_error_set(err, FOTA_E_IO, "%s: fsync: %s", tmp, strerror(errno));
+		goto out;
+	}
+	if (close(f.tfd) != 0) {
+		f.tfd = -1;
+		st = fota_error_set(err, FOTA_E_IO, "%s: close: %s", tmp, strerror(errno));
+		goto out;
+	}
+	f.tfd = -1;
+	if (rename(tmp, new_path) != 0) {
+		st = fota_error_set(err, FOTA_E_IO, "%s: rename to %s: %s", tmp, new_path, strerror(errno));
+		goto out;
+	}
+	st = fota_sync_parent_dir(new_path, err);
+out:
+	if (f.tfd >= 0)
+		close(f.tfd);
+	if (st != FOTA_OK && tmp)
+		unlink(tmp);
+	if (f.sfd >= 0)
+		close(f.sfd);
+	if (f.pfd >= 0)
+		close(f.pfd);
+	free(tmp);
+	return st;
+}

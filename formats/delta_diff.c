@@ -1,0 +1,433 @@
+/*
+ * delta_diff.c: compute an edit script (fota/delta.h) from an old and a new buffer, and
+ * the script helpers (check, free, slice).
+ *
+ * Matching follows bsdiff's scheme: a suffix array of the old image (libdivsufsort)
+ * finds, for each position of the new image, the longest exact match in old; a match is
+ * taken when it beats the current alignment, then stretched forwards and backwards over
+ * approximately equal bytes (so small edits inside a moved block land in the mostly
+ * zero diff stream instead of the extra stream). On top of bsdiff:
+ *   - the new image is cut into fixed slices (DIFF_SLICE bytes, a constant, never
+ *     derived from the thread count) that are matched independently by a pool of
+ *     threads and stitched in order, so the script is identical for any thread count;
+ *   - an alignment is kept as long as it keeps paying for itself, and a new match is
+ *     taken only when it saves more than it costs (a control triple), tuned for a zstd
+ *     back end rather than bzip2.
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <divsufsort.h>
+
+#include "fota/delta.h"
+#include "delta_internal.h"
+
+/* Slice of the new image matched as a unit. Part of the output's definition: changing it
+ * changes patches (not their validity). */
+#define DIFF_SLICE (UINT64_C(1) << 20)
+
+struct seg {
+	uint64_t nstart, ostart, len; /* new[nstart..+len) ~ old[ostart..+len) */
+};
+
+struct seglist {
+	struct seg *v;
+	size_t n, cap;
+};
+
+static int seg_push(struct seglist *l, uint64_t n, uint64_t o, uint64_t len)
+{
+	if (len == 0)
+		return 0;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 256;
+		struct seg *nv = realloc(l->v, cap * sizeof(*nv));
+		if (!nv)
+			return -1;
+		l->v = nv;
+		l->cap = cap;
+	}
+	l->v[l->n++] = (struct seg){n, o, len};
+	return 0;
+}
+
+struct matcher {
+	const uint8_t *old;
+	int64_t oldsize;
+	const uint8_t *new;
+	int64_t newsize;
+	const saidx_t *sa;
+	/* bucket[b] = first SA index whose suffix starts with the 2-byte prefix b */
+	const saidx_t *bucket; /* 65537 entries */
+};
+
+static int64_t matchlen(const uint8_t *a, int64_t alen, const uint8_t *b, int64_t blen)
+{
+	int64_t n = alen < blen ? alen : blen;
+	int64_t i = 0;
+	while (i + 8 <= n) {
+		uint64_t x, y;
+		memcpy(&x, a + i, 8);
+		memcpy(&y, b + i, 8);
+		if (x != y)
+			return i + (__builtin_ctzll(x ^ y) >> 3);
+		i += 8;
+	}
+	while (i < n && a[i] == b[i])
+		i++;
+	return i;
+}
+
+/* Longest match of new[0..nlen) among old suffixes; returns its length, *pos its offset. */
+static int64_t search(const struct matcher *m, const uint8_t *p, int64_t plen, int64_t *pos)
+{
+	int64_t st, en;
+	if (m->oldsize == 0 || plen == 0) {
+		*pos = 0;
+		return 0;
+	}
+	if (plen >= 2) {
+		unsigned b = ((unsigned)p[0] << 8) | p[1];
+		st = m->bucket[b];
+		en = m->bucket[b + 1];
+		if (st == en) {
+			/* no 2-byte match: fall back to a 1-byte one, rarely worth anything */
+			*pos = 0;
+			return 0;
+		}
+		en--;
+	} else {
+		st = 0;
+		en = m->oldsize - 1;
+	}
+	while (en - st >= 2) {
+		int64_t x = st + (en - st) / 2;
+		int64_t o = m->sa[x];
+		int64_t n = m->oldsize - o < plen ? m->oldsize - o : plen;
+		int64_t l = matchlen(m->old + o, n, p, n);
+		if (l < n ? m->old[o + l] < p[l] : n < plen)
+			st = x;
+		else
+			en = x;
+	}
+	int64_t a = matchlen(m->old + m->sa[st], m->oldsize - m->sa[st], p, plen);
+	int64_t b = matchlen(m->old + m->sa[en], m->oldsize - m->sa[en], p, plen);
+	if (a >= b) {
+		*pos = m->sa[st];
+		return a;
+	}
+	*pos = m->sa[en];
+	return b;
+}
+
+/* bsdiff's scan over new[s0, s1), appending segments. */
+static int match_slice(const struct matcher *m, int64_t s0, int64_t s1, struct seglist *out)
+{
+	const uint8_t *old = m->old, *new = m->new;
+	int64_t oldsize = m->oldsize;
+	int64_t scan = s0, len = 0, pos = 0;
+	int64_t lastscan = s0, lastpos = 0, lastoffset = 0;
+
+	while (scan < s1) {
+		int64_t oldscore = 0;
+		int64_t scsc;
+		for (scsc = scan += len; scan < s1; scan++) {
+			len = search(m, new + scan, s1 - scan, &pos);
+			for (; scsc < scan + len; scsc++)
+				if (scsc + lastoffset >= 0 && scsc + lastoffset < oldsize &&
+				    old[scsc + lastoffset] == new[scsc])
+					oldscore++;
+			if ((len == oldscore && len != 0) || len > oldscore + 8)
+				break;
+			if (scan + lastoffset >= 0 && scan + lastoffset < oldsize && old[scan + lastoffset] == new[scan])
+				oldscore--;
+		}
+		if (len != oldscore || scan == s1) {
+			int64_t s = 0, sf = 0, lenf = 0;
+			for (int64_t i = 0; lastscan + i < scan && lastpos + i < oldsize;) {
+				if (old[lastpos + i] == new[lastscan + i])
+					s++;
+				i++;
+				if (s * 2 - i > sf * 2 - lenf) {
+					sf = s;
+					lenf = i;
+				}
+			}
+			int64_t lenb = 0;
+			if (scan < s1) {
+				int64_t sb = 0;
+				s = 0;
+				for (int64_t i = 1; scan >= lastscan + i && pos >= i; i++) {
+					if (old[pos - i] == new[scan - i])
+						s++;
+					if (s * 2 - i > sb * 2 - lenb) {
+						sb = s;
+						lenb = i;
+					}
+				}
+			}
+			if (lastscan + lenf > scan - lenb) {
+				int64_t overlap = (lastscan + lenf) - (scan - lenb);
+				int64_t ss = 0, lens = 0;
+				s = 0;
+				for (int64_t i = 0; i < overlap; i++) {
+					if (new[lastscan + lenf - overlap + i] == old[lastpos + lenf - overlap + i])
+						s++;
+					if (new[scan - lenb + i] == old[pos - lenb + i])
+						s--;
+					if (s > ss) {
+						ss = s;
+						lens = i + 1;
+					}
+				}
+				lenf += lens - overlap;
+				lenb -= lens;
+			}
+			if (seg_push(out, (uint64_t)lastscan, (uint64_t)lastpos, (uint64_t)lenf) != 0)
+				return -1;
+			lastscan = scan - lenb;
+			lastpos = pos - lenb;
+			lastoffset = pos - scan;
+		}
+	}
+	return 0;
+}
+
+struct pool {
+	const struct matcher *m;
+	size_t n_slices;
+	struct seglist *res;
+	int *failed;
+	size_t next;
+	pthread_mutex_t lock;
+};
+
+static void *worker(void *arg)
+{
+	struct pool *p = arg;
+	for (;;) {
+		pthread_mutex_lock(&p->lock);
+		size_t i = p->next++;
+		pthread_mutex_unlock(&p->lock);
+		if (i >= p->n_slices)
+			break;
+		int64_t s0 = (int64_t)(i * DIFF_SLICE);
+		int64_t s1 = s0 + (int64_t)DIFF_SLICE;
+		if (s1 > p->m->newsize)
+			s1 = p->m->newsize;
+		p->failed[i] = match_slice(p->m, s0, s1, &p->res[i]);
+	}
+	return NULL;
+}
+
+unsigned fota_delta_threads(unsigned requested)
+{
+	if (requested)
+		return requested > 256 ? 256 : requested;
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n < 1 ? 1 : n > 256 ? 256 : (unsigned)n;
+}
+
+/* Turn ordered, non-overlapping segments into a script. */
+static fota_status build_script(const uint8_t *old, uint64_t old_size, const uint8_t *new, uint64_t new_size,
+				const struct seglist *segs, struct fota_delta_script **out, struct fota_error *err)
+{
+	struct fota_delta_script *s = calloc(1, sizeof(*s));
+	if (!s)
+		return fota_error_set(err, FOTA_E_NOMEM, "delta: diff: out of memory");
+	s->old_size = old_size;
+	s->new_size = new_size;
+	size_t nc = segs->n + 1;
+	s->ctrl = calloc(nc, sizeof(*s->ctrl));
+	uint64_t addsum = 0;
+	for (size_t i = 0; i < segs->n; i++)
+		addsum += segs->v[i].len;
+	s->diff = malloc(addsum ? addsum : 1);
+	s->extra = malloc(new_size - addsum ? new_size - addsum : 1);
+	if (!s->ctrl || !s->diff || !s->extra) {
+		fota_delta_script_free(s);
+		return fota_error_set(err, FOTA_E_NOMEM, "delta: diff: out of memory for the script");
+	}
+	uint64_t npos = 0, opos = 0;
+	size_t k = 0;
+	if (segs->n == 0 || segs->v[0].nstart > 0) {
+		uint64_t c = segs->n ? segs->v[0].nstart : new_size;
+		int64_t seek = segs->n ? (int64_t)segs->v[0].ostart : 0;
+		s->ctrl[k++] = (struct fota_delta_ctrl){0, c, seek};
+		memcpy(s->extra, new, c);
+		s->extra_len = c;
+		npos = c;
+		opos = (uint64_t)seek;
+	}
+	for (size_t i = 0; i < segs->n; i++) {
+		const struct seg *g = &segs->v[i];
+		if (g->nstart != npos || g->ostart != opos) {
+			fota_delta_script_free(s);
+			return fota_error_set(err, FOTA_E_INTERNAL, "delta: diff: segment %zu out of order", i);
+		}
+		uint8_t *d = s->diff + s->diff_len;
+		for (uint64_t j = 0; j < g->len; j++)
+			d[j] = (uint8_t)(new[g->nstart + j] - old[g->ostart + j]);
+		s->diff_len += g->len;
+		uint64_t nend = g->nstart + g->len;
+		uint64_t next_n = i + 1 < segs->n ? segs->v[i + 1].nstart : new_size;
+		uint64_t next_o = i + 1 < segs->n ? segs->v[i + 1].ostart : g->ostart + g->len;
+		uint64_t c = next_n - nend;
+		memcpy(s->extra + s->extra_len, new + nend, c);
+		s->extra_len += c;
+		s->ctrl[k++] = (struct fota_delta_ctrl){g->len, c, (int64_t)next_o - (int64_t)(g->ostart + g->len)};
+		npos = next_n;
+		opos = next_o;
+	}
+	s->n_ctrl = k;
+	*out = s;
+	return FOTA_OK;
+}
+
+fota_status fota_delta_diff(const uint8_t *old_data, uint64_t old_size, const uint8_t *new_data, uint64_t new_size,
+			    const struct fota_delta_opts *opts, struct fota_delta_script **out, struct fota_error *err)
+{
+	fota_status st = FOTA_OK;
+	saidx_t *sa = NULL, *bucket = NULL;
+	struct seglist *res = NULL;
+	int *failed = NULL;
+	struct seglist all = {0};
+	size_t n_slices = 0;
+	*out = NULL;
+	if ((old_size && !old_data) || (new_size && !new_data))
+		return fota_error_set(err, FOTA_E_ARG, "delta: diff: NULL buffer");
+	if (old_size >= (UINT64_C(1) << 31) - 1)
+		return fota_error_set(err, FOTA_E_LIMIT,
+				      "delta: diff: old image of %" PRIu64 " bytes, this build handles below 2 GiB",
+				      old_size);
+	if (new_size > (UINT64_C(1) << 40))
+		return fota_error_set(err, FOTA_E_LIMIT, "delta: diff: new image of %" PRIu64 " bytes too large",
+				      new_size);
+
+	if (old_size) {
+		sa = malloc(old_size * sizeof(*sa));
+		bucket = calloc(65537, sizeof(*bucket));
+		if (!sa || !bucket) {
+			st = fota_error_set(err, FOTA_E_NOMEM, "delta: diff: out of memory for the suffix array");
+			goto out;
+		}
+		if (divsufsort(old_data, sa, (saidx_t)old_size) != 0) {
+			st = fota_error_set(err, FOTA_E_INTERNAL, "delta: diff: divsufsort failed");
+			goto out;
+		}
+		/* bucket[b] = first SA index of suffixes starting with the 2-byte prefix b. The lone
+		 * 1-byte suffix old[n-1] = c sorts before every "c?" suffix; a bucket range may then
+		 * include it at its end, which the search tolerates (it compares real lengths). */
+		for (uint64_t i = 0; i + 1 < old_size; i++)
+			bucket[((unsigned)old_data[i] << 8 | old_data[i + 1]) + 1]++;
+		for (unsigned b = 1; b <= 65536; b++)
+			bucket[b] += bucket[b - 1];
+		unsigned last = old_data[old_size - 1];
+		for (unsigned b = last << 8; b < 65536; b++)
+			bucket[b] += 1;
+		bucket[65536] = (saidx_t)old_size;
+	}
+	struct matcher m = {old_data, (int64_t)old_size, new_data, (int64_t)new_size, sa, bucket};
+
+	n_slices = (size_t)((new_size + DIFF_SLICE - 1) / DIFF_SLICE);
+	res = calloc(n_slices ? n_slices : 1, sizeof(*res));
+	failed = calloc(n_slices ? n_slices : 1, sizeof(*failed));
+	if (!res || !failed) {
+		st = fota_error_set(err, FOTA_E_NOMEM, "delta: diff: out of memory");
+		goto out;
+	}
+	if (old_size && new_size) {
+		unsigned nt = fota_delta_threads(opts ? opts->threads : 0);
+		if (nt > n_slices)
+			nt = (unsigned)n_slices;
+		struct pool p = {.m = &m, .n_slices = n_slices, .res = res, .failed = failed};
+		pthread_mutex_init(&p.lock, NULL);
+		pthread_t th[256];
+		unsigned started = 0;
+		for (unsigned t = 1; t < nt; t++) {
+			if (pthread_create(&th[t], NULL, worker, &p) != 0)
+				break;
+			started++;
+		}
+		worker(&p);
+		for (unsigned t = 1; t <= started; t++)
+			pthread_join(th[t], NULL);
+		pthread_mutex_destroy(&p.lock);
+		for (size_t i = 0; i < n_slices; i++)
+			if (failed[i]) {
+				st = fota_error_set(err, FOTA_E_NOMEM, "delta: diff: out of memory in slice %zu", i);
+				goto out;
+			}
+	}
+	for (size_t i = 0; i < n_slices; i++)
+		for (size_t j = 0; j < res[i].n; j++)
+			if (seg_push(&all, res[i].v[j].nstart, res[i].v[j].ostart, res[i].v[j].len) != 0) {
+				st = fota_error_set(err, FOTA_E_NOMEM, "delta: diff: out of memory");
+				goto out;
+			}
+	st = build_script(old_data, old_size, new_data, new_size, &all, out, err);
+out:
+	if (res)
+		for (size_t i = 0; i < n_slices; i++)
+			free(res[i].v);
+	free(res);
+	free(failed);
+	free(all.v);
+	free(sa);
+	free(bucket);
+	return st;
+}
+
+void fota_delta_script_free(struct fota_delta_script *s)
+{
+	if (!s)
+		return;
+	free(s->ctrl);
+	free(s->diff);
+	free(s->extra);
+	free(s);
+}
+
+fota_status fota_delta_script_check(const struct fota_delta_script *s, struct fota_error *err)
+{
+	if (!s)
+		return fota_error_set(err, FOTA_E_ARG, "delta: script: NULL");
+	if (s->n_ctrl && !s->ctrl)
+		return fota_error_set(err, FOTA_E_ARG, "delta: script: NULL control array");
+	uint64_t npos = 0, dpos = 0, epos = 0;
+	int64_t opos = 0;
+	for (size_t i = 0; i < s->n_ctrl; i++) {
+		const struct fota_delta_ctrl *c = &s->ctrl[i];
+		if (c->add > s->new_size - npos)
+			return fota_error_set(err, FOTA_E_PATCH, "delta: script: control %zu: add %" PRIu64
+					      " runs past the new size", i, c->add);
+		if (c->add && (opos < 0 || (uint64_t)opos > s->old_size || c->add > s->old_size - (uint64_t)opos))
+			return fota_error_set(err, FOTA_E_PATCH, "delta: script: control %zu: reads old [%" PRId64
+					      ", +%" PRIu64 ") outside the old size %" PRIu64, i, opos, c->add, s->old_size);
+		npos += c->add;
+		dpos += c->add;
+		opos += (int64_t)c->add;
+		if (c->copy > s->new_size - npos)
+			return fota_error_set(err, FOTA_E_PATCH, "delta: script: control %zu: copy %" PRIu64
+					      " runs past the new size", i, c->copy);
+		npos += c->copy;
+		epos += c->copy;
+		if ((c->seek > 0 && opos > INT64_MAX - c->seek) || (c->seek < 0 && opos < INT64_MIN / 2 - c->seek))
+			return fota_error_set(err, FOTA_E_PATCH, "delta: script: control %zu: seek overflows", i);
+		opos += c->seek;
+		if (opos < -(int64_t)(UINT64_C(1) << 62) || opos > (int64_t)(UINT64_C(1) << 62))
+			return fota_error_set(err, FOTA_E_PATCH, "delta: script: control %zu: seek out of range", i);
+	}
+	if (npos != s->new_size)
+		return fota_error_set(err, FOTA_E_PATCH, "delta: script: produces %" PRIu64 " bytes, new size %" PRIu64,
+				      npos, s->new_size);
+	if (dpos != s->diff_len || epos != s->extra_len)
+		return fota_error_set(err, FOTA_E_PATCH, "delta: script: diff/extra lengths %" PRIu64 "/%" PRIu64
+				      " differ from the controls' %" PRIu64 "/%" PRIu64, s->diff_len, s->extra_len, dpos, epos);
+	if ((s->diff_len && !s->diff) || (s->extra_len && !s->extra))
+		return fota_error_set(err, FOTA_E_ARG, "delta: script: NULL diff or extra");
+	return FOTA_OK;
+}
