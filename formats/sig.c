@@ -2,9 +2,10 @@
  * sig.c: detached CMS signatures over manifest.json (see fota/sig.h), on OpenSSL 3.0.
  *
  * Signing does not go through CMS_final(): OpenSSL's CMS_SignerInfo_sign() always adds
- * a signingTime attribute (the current time) when the SignerInfo has signed attributes,
- * and Ed25519 in CMS (RFC 8419) can only be used with signed attributes in OpenSSL 3.0
- * (the CMS_NOATTR path hashes the content first, which pure EdDSA cannot do). So the
+ * a signingTime attribute (the current time) when the SignerInfo has signed attributes;
+ * CMS_NOATTR would avoid it for RSA and ECDSA only, and OpenSSL 3.0's CMS code cannot
+ * make an Ed25519 signature at all (it hands a digest name to pure EdDSA, "invalid
+ * digest"), while RFC 8419 wants signed attributes anyway. So the
  * SignerInfo is created with CMS_PARTIAL, and this file adds contentType, messageDigest
  * and (only when asked) signingTime itself, DER-encodes the signed attributes as the
  * SET OF that RFC 5652 5.4 says is signed, signs that with EVP_DigestSign() and stores
@@ -17,14 +18,16 @@
  * Key policy (signing and verifying alike): ECDSA on P-256 only (P-384 and other
  * curves are refused: the digest is fixed at SHA-256 and the format names P-256),
  * Ed25519, RSA and RSA-PSS with a modulus of at least 2048 bits. RSA-PSS signatures use
- * SHA-256, MGF1 with SHA-256 and a 32-byte salt. The CMS digest is always SHA-256, also
- * for Ed25519 (RFC 8419 prefers SHA-512 there; OpenSSL and the audit command accept
- * SHA-256, and one digest keeps the format simple).
+ * SHA-256, MGF1 with SHA-256 and a 32-byte salt. The CMS digest is SHA-256, except for
+ * Ed25519, where RFC 8419 3.1 says the digest of signed attributes MUST be SHA-512 (and
+ * newer OpenSSL releases enforce that). OpenSSL 3.0 cannot verify Ed25519 CMS at all,
+ * so Ed25519 is verified here by hand (check_ed25519).
  *
- * Verification policy: exactly one SignerInfo, detached id-data content, digest
- * SHA-256, signature checked first (failures are FOTA_E_SIGNATURE), then the signer
- * certificate: chain from the embedded certificates to a root of the trust store, at
- * most FOTA_SIG_CHAIN_MAX certificates, validity of every certificate judged at
+ * Verification policy: canonical DER, exactly one SignerInfo, detached id-data content,
+ * digest as above, signatureAlgorithm fitting the signer key, unsigned version and
+ * digestAlgorithms fields as RFC 5652 requires, signature checked first (failures are
+ * FOTA_E_SIGNATURE), then the signer certificate: chain from the embedded
+ * certificates to a root of the trust store, at most FOTA_SIG_CHAIN_MAX certificates, validity of every certificate judged at
  * at_time, X509 purpose "any" (no S/MIME EKU required, as with `openssl cms -purpose
  * any`), keyUsage must include digitalSignature when present, extendedKeyUsage must
  * include codeSigning or anyExtendedKeyUsage when present, and with a CRL the signer
