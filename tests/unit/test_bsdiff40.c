@@ -262,6 +262,7 @@ static void test_bsdiff40_encode_apply_handmade(void)
 	for (int i = 7; i >= 0; i--)
 		hdr_new = (hdr_new << 8) | patch[24 + i];
 	CU_ASSERT_EQUAL(hdr_new, s->new_size);
+	CU_ASSERT_EQUAL(fota_delta_detect(patch, plen), FOTA_DELTA_FMT_BSDIFF40);
 
 	struct mem_io m;
 	uint64_t got = 0;
@@ -349,6 +350,7 @@ static void test_bsdiff40_applies_debian_bsdiff(void)
 	uint8_t *patch = unit_read_file(pp, &plen);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(patch);
 	CU_ASSERT_TRUE(plen < nlen / 4); /* a real delta, not a copy */
+	CU_ASSERT_EQUAL(fota_delta_detect(patch, plen), FOTA_DELTA_FMT_BSDIFF40);
 	struct mem_io m;
 	struct fota_error e;
 	uint64_t got = 0;
@@ -477,6 +479,7 @@ static void test_bsdiff40_bad_header(void)
 	memcpy(p, patch, plen);
 	p[7] = '3'; /* BSDIFF43 is another format */
 	expect_bad(p, plen, old, olen, nlen, FOTA_E_PATCH, FOTA_E_PATCH, "magic");
+	CU_ASSERT_EQUAL(fota_delta_detect(p, plen), -1);
 
 	for (int f = 0; f < 3; f++) { /* negative control length, diff length, new size */
 		memcpy(p, patch, plen);
@@ -631,6 +634,53 @@ static void test_bsdiff40_mem_limit(void)
 	free(old);
 }
 
+/* The engine's script for generated files, written as BSDIFF40: we and bspatch apply it. */
+static void test_bsdiff40_engine_script(void)
+{
+	uint8_t *old, *nw;
+	size_t nlen;
+	const size_t olen = 300000;
+	make_pair(olen, 44, &old, &nw, &nlen);
+	struct fota_delta_opts opts = {.threads = 1};
+	struct fota_delta_script *s = NULL;
+	struct fota_error e;
+	CU_ASSERT_EQUAL_FATAL(fota_delta_diff(old, olen, nw, nlen, &opts, &s, &e), FOTA_OK);
+	CU_ASSERT_EQUAL(s->new_size, nlen);
+	uint8_t *patch = NULL;
+	size_t plen = 0;
+	CU_ASSERT_EQUAL_FATAL(fota_bsdiff40_encode(s, &patch, &plen, &e), FOTA_OK);
+	CU_ASSERT_TRUE(plen < nlen / 4);
+
+	/* through the format dispatcher */
+	struct mem_io m = {patch, plen, old, olen, malloc(nlen), 0, nlen, 0, 0};
+	struct fota_delta_io io = {&m, plen, mem_read_patch, mem_read_source, mem_write};
+	uint64_t got = 0;
+	CU_ASSERT_EQUAL(fota_delta_apply(&io, olen, MEM, &got, &e), FOTA_OK);
+	CU_ASSERT_EQUAL(got, nlen);
+	CU_ASSERT_FALSE(m.oob);
+	CU_ASSERT_EQUAL(m.out_len, nlen);
+	CU_ASSERT_EQUAL(memcmp(m.out, nw, nlen), 0);
+	free(m.out);
+
+	char *op = unit_write_file("eng-old", old, olen);
+	char *pp = unit_write_file("eng.bsdiff", patch, plen);
+	char *np = tmp_path("eng-new");
+	CU_ASSERT_EQUAL(sh("bspatch", op, np, pp), 0);
+	size_t blen = 0;
+	uint8_t *nb = unit_read_file(np, &blen);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(nb);
+	CU_ASSERT_EQUAL(blen, nlen);
+	CU_ASSERT_EQUAL(memcmp(nb, nw, blen < nlen ? blen : nlen), 0);
+	free(nb);
+	free(op);
+	free(pp);
+	free(np);
+	free(patch);
+	fota_delta_script_free(s);
+	free(old);
+	free(nw);
+}
+
 static void add(CU_pSuite s)
 {
 	UNIT_ADD(s, test_bsdiff40_encode_apply_handmade);
@@ -643,5 +693,6 @@ static void add(CU_pSuite s)
 	UNIT_ADD(s, test_bsdiff40_corrupt_bzip2);
 	UNIT_ADD(s, test_bsdiff40_bad_controls);
 	UNIT_ADD(s, test_bsdiff40_mem_limit);
+	UNIT_ADD(s, test_bsdiff40_engine_script);
 }
 UNIT_SUITE("formats/bsdiff40", add)
