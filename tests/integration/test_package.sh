@@ -195,7 +195,17 @@ check "revoked signer without --crl verifies" fota-verify --quiet --trust "$PKI/
 expect_rc "revoked signer with --crl -> 5" 5 fota-verify --quiet --trust "$PKI/root.pem" --crl "$PKI/crl.pem" "$WORK/rev.fota"
 
 # ---- key types ----
+# OpenSSL's cms command verifies Ed25519 (RFC 8419) only from 3.2 on; Debian 12 ships 3.0.
+ossl_ed25519=0
+case "$(openssl version | awk '{print $2}')" in 3.[2-9]* | [4-9].*) ossl_ed25519=1 ;; esac
 for k in ec ed25519 rsa rsapss; do
+  if [ "$k" = ed25519 ] && [ "$ossl_ed25519" = 0 ]; then
+    echo "SKIP: openssl $(openssl version | awk '{print $2}') cms cannot verify Ed25519; fota-verify only"
+    fota-pack --to "$WORK/small.img" $(signargs $k) --quiet -o "$WORK/k-$k.fota" &&
+    fota-verify --quiet --trust "$PKI/root.pem" "$WORK/k-$k.fota" \
+      && pass "key type $k: fota-verify accepts" || fail "key type $k"
+    continue
+  fi
   fota-pack --to "$WORK/small.img" $(signargs $k) --quiet -o "$WORK/k-$k.fota" &&
   fota-verify --quiet --trust "$PKI/root.pem" "$WORK/k-$k.fota" &&
   (mkdir -p "$WORK/k-$k" && cd "$WORK/k-$k" && tar -xf "$WORK/k-$k.fota" manifest.json manifest.sig &&
