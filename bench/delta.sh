@@ -63,7 +63,7 @@ set_cmds() {
     bsdiff) DIFF=(bsdiff "$old" "$new" "$p"); APPLY=(bspatch "$old" "$o" "$p") ;;
     xdelta3)
       local b; b=$(fsize "$old")
-      [ "$b" -lt 65536 ] && b=65536
+      [ "$b" -lt 524288 ] && b=524288  # xdelta3 minimum
       DIFF=(xdelta3 -9 -e -f -B "$b" -s "$old" "$new" "$p")
       APPLY=(xdelta3 -d -f -B "$b" -s "$old" "$p" "$o") ;;
     zstd)
@@ -107,11 +107,24 @@ bench_one() {
     && ! cmp -s "$p" "$work/$pair.fota-1t.patch"; then
     ok="ok,patch-differs-from-1-thread"
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$pair" "$tool" "$(fsize "$old")" "$(fsize "$new")" \
-    "$bytes" "$ds" "$dkb" "$as" "$akb" "$ok" >>"$rows"
-  printf '  %-5s %-8s %12s bytes  diff %7ss %7s KiB  apply %6ss %7s KiB  %s\n' "$pair" "$tool" "$bytes" \
-    "$ds" "$dkb" "$as" "$akb" "$ok" >&2
+  add_row "$pair" "$tool" "$old" "$new" "$bytes" "$ds" "$dkb" "$as" "$akb" "$ok"
   rm -f "$o"
+  # bsdiff's own patch applied by fota-delta's streaming BSDIFF40 reader (row "bsd>fota";
+  # its patch bytes and diff figures are bsdiff's).
+  if [ "$tool" = bsdiff ] && [ -n "$FOTA" ] && [ "$ok" = ok ]; then
+    measure "$FOTA" patch "$old" "$p" "$o"
+    if [ "$M_RC" -ne 0 ]; then ok="apply-failed(rc=$M_RC)"; status=1
+    elif ! cmp -s "$o" "$new"; then ok="WRONG-OUTPUT"; status=1; fi
+    add_row "$pair" "bsd>fota" "$old" "$new" "$bytes" "$ds" "$dkb" "$M_S" "$M_KB" "$ok"
+    rm -f "$o"
+  fi
+}
+
+add_row() {
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$(fsize "$3")" "$(fsize "$4")" \
+    "$5" "$6" "$7" "$8" "$9" "${10}" >>"$rows"
+  printf '  %-5s %-8s %12s bytes  diff %7ss %7s KiB  apply %6ss %7s KiB  %s\n' "$1" "$2" "$5" \
+    "$6" "$7" "$8" "$9" "${10}" >&2
 }
 
 for pair in $PAIRS; do
