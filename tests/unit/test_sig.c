@@ -538,6 +538,89 @@ static void test_sig_openssl_made(void)
 	fota_trust_free(t);
 }
 
+/* Concatenate PKI files (NULL-terminated list of names) into tmpdir/out; its path, malloc'd. */
+static char *bundle_of(const char *out, const char *const *names)
+{
+	size_t cap = 0, len = 0;
+	uint8_t *all = NULL;
+	for (size_t i = 0; names[i]; i++) {
+		size_t n = 0;
+		uint8_t *b = unit_read_file(names[i][0] == '/' ? names[i] : pki(names[i]), &n);
+		if (!b)
+			goto fail;
+		if (len + n > cap) {
+			cap = (len + n) * 2;
+			uint8_t *nb = realloc(all, cap);
+			if (!nb) {
+				free(b);
+				goto fail;
+			}
+			all = nb;
+		}
+		memcpy(all + len, b, n);
+		len += n;
+		free(b);
+	}
+	char *path = unit_write_file(out, all, len);
+	free(all);
+	return path;
+fail:
+	free(all);
+	return NULL;
+}
+
+/* At most 16 certificates travel in a signature: 15 besides the signer's. */
+static void test_sig_embedded_cert_limit(void)
+{
+	CU_ASSERT_PTR_NOT_NULL_FATAL(pki_dir());
+	char extra[3][700];
+	for (int i = 0; i < 3; i++) {
+		char cmd[2000];
+		snprintf(extra[i], sizeof(extra[i]), "%s/extra%d.pem", unit_tmpdir(), i);
+		snprintf(cmd, sizeof(cmd),
+			 "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+			 "-keyout '%s.key' -out '%s' -subj '/CN=extra %d' -days 1 >/dev/null 2>&1",
+			 extra[i], extra[i], i);
+		CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
+	}
+	const char *names[] = {"inter.pem", "root.pem", "signer-ed25519.pem", "signer-rsa.pem",
+			       "signer-rsapss.pem", "signer-rsa1024.pem", "signer-p384.pem", "expired.pem",
+			       "notyet.pem", "wrongusage.pem", "revoked.pem", "other-root.pem",
+			       "other-signer.pem", extra[0], extra[1], extra[2], NULL};
+	char *b16 = bundle_of("b16.pem", names);
+	names[15] = NULL;
+	char *b15 = bundle_of("b15.pem", names);
+	CU_ASSERT_FATAL(b16 && b15);
+
+	struct fota_signer *s = NULL;
+	struct fota_error e;
+	CU_ASSERT_EQUAL(fota_signer_load(pki("signer-ec.key"), pki("signer-ec.pem"), b16, 0, &s, &e), FOTA_E_LIMIT);
+	CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "b16.pem"));
+	CU_ASSERT_EQUAL_FATAL(fota_signer_load(pki("signer-ec.key"), pki("signer-ec.pem"), b15, 0, &s, &e), FOTA_OK);
+	uint8_t *der = NULL;
+	size_t n = 0;
+	CU_ASSERT_EQUAL_FATAL(fota_sig_sign(s, content, CONTENT_LEN, -1, &der, &n, &e), FOTA_OK);
+	fota_signer_free(s);
+	struct fota_trust *t = trust_of("root.pem", NULL);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+	struct fota_sig_info info;
+	CU_ASSERT_EQUAL(fota_sig_verify(t, content, CONTENT_LEN, der, n, 0, &info, &e), FOTA_OK);
+	CU_ASSERT_EQUAL(info.chain_len, 3);
+	free(der);
+
+	/* 17 certificates, made by the openssl CLI. */
+	char opt[800];
+	snprintf(opt, sizeof(opt), "-md sha256 -certfile '%s'", b16);
+	der = openssl_sign("signer-ec", opt, &n);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(der);
+	CU_ASSERT_EQUAL(fota_sig_verify(t, content, CONTENT_LEN, der, n, 0, NULL, &e), FOTA_E_LIMIT);
+	CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "17 embedded certificates"));
+	free(der);
+	fota_trust_free(t);
+	free(b15);
+	free(b16);
+}
+
 static void add(CU_pSuite s)
 {
 	UNIT_ADD(s, test_sig_pki_generated);
@@ -552,5 +635,6 @@ static void add(CU_pSuite s)
 	UNIT_ADD(s, test_sig_limits_and_garbage);
 	UNIT_ADD(s, test_sig_load_errors);
 	UNIT_ADD(s, test_sig_openssl_made);
+	UNIT_ADD(s, test_sig_embedded_cert_limit);
 }
 UNIT_SUITE("formats/sig", add)
