@@ -489,6 +489,14 @@ static void test_sig_load_errors(void)
 	CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "P-256"));
 	CU_ASSERT_PTR_NULL(s);
 	CU_ASSERT_EQUAL(fota_signer_load(pki("signer-ec.key"), pki("signer-ec.pem"), NULL, 7, &s, &e), FOTA_E_ARG);
+	/* An encrypted key is refused, without prompting for a passphrase. */
+	char enc[700], cmd[2000];
+	snprintf(enc, sizeof(enc), "%s/enc.key", unit_tmpdir());
+	snprintf(cmd, sizeof(cmd), "openssl pkey -in '%s' -aes256 -passout pass:secret -out '%s' </dev/null",
+		 pki("signer-ec.key"), enc);
+	CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
+	CU_ASSERT_EQUAL(fota_signer_load(enc, pki("signer-ec.pem"), NULL, 0, &s, &e), FOTA_E_CRYPTO);
+	CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "enc.key"));
 	fota_signer_free(NULL);
 	fota_trust_free(NULL);
 }
