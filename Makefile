@@ -19,7 +19,9 @@ PKG_LDLIBS := $(shell pkg-config --libs $(PKG_LIBS) 2>/dev/null)
 # The agent links only what applying needs (DESIGN.md): never libarchive or libdivsufsort.
 AGENT_LDLIBS := $(shell pkg-config --libs libcrypto libzstd libcurl jansson inih 2>/dev/null) -lpthread -lm
 
-WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wvla -Wno-unused-parameter -Wno-format-truncation
+# -Wno-format-truncation: error messages are truncated on purpose; clang has no such warning.
+WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wvla -Wno-unused-parameter \
+           $(shell $(CC) -Werror -Wno-format-truncation -E -x c /dev/null >/dev/null 2>&1 && echo -Wno-format-truncation)
 CFLAGS  ?= $(OPT) -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 $(WARN) -Iformats/include $(PKG_CFLAGS) -pthread -MMD -MP
 LDLIBS  += $(PKG_LDLIBS) -lbz2 -lpthread -lm

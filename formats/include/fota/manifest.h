@@ -32,6 +32,7 @@
 #define FOTA_PAYLOAD_MAX       ((64u << 20) + (1u << 20)) /* bytes of one chunk payload */
 #define FOTA_IMAGE_SIZE_MAX    (1ull << 40) /* bytes of one source or target image */
 #define FOTA_SOURCE_READS_MAX  4096        /* source ranges per chunk */
+#define FOTA_STASH_MAX         4096        /* stash ranges per chunk (in-place) */
 #define FOTA_MODELS_MAX        64          /* device models per package */
 #define FOTA_STRING_MAX        128         /* package name, versions, one model */
 #define FOTA_IMAGE_NAME_MAX    32          /* [a-z0-9_-], 1..32 bytes */
@@ -51,6 +52,15 @@ enum fota_method {
 struct fota_range {
 	uint64_t offset;
 	uint64_t length;
+	bool scratch;                       /* in-place only: the range is in the scratch area, not the partition */
+};
+
+/* In-place only: before its chunk is applied, copy partition bytes
+ * [source_offset, source_offset + length) to the scratch area at scratch_offset. */
+struct fota_stash {
+	uint64_t source_offset;
+	uint64_t length;
+	uint64_t scratch_offset;
 };
 
 struct fota_chunk {
@@ -62,6 +72,8 @@ struct fota_chunk {
 	uint8_t payload_sha256[FOTA_SHA256_LEN];
 	size_t n_source_reads;              /* 0 for FULL; DELTA reads these source ranges, concatenated */
 	struct fota_range *source_reads;    /* owned by the manifest */
+	size_t n_stash;                     /* in-place only: copies into scratch made before this chunk runs */
+	struct fota_stash *stash;           /* owned by the manifest */
 };
 
 struct fota_image {
@@ -108,7 +120,7 @@ fota_status fota_manifest_parse(const uint8_t *buf, size_t len, struct fota_mani
 				struct fota_error *err) FOTA_WUR;
 
 /*
- * Validate then serialise to canonical JSON (fixed key order, 1-space indent, a final
+ * Validate then serialise to canonical JSON (fixed key order, compact, a final
  * newline). *out is malloc'd, owned by the caller, NUL-terminated; *len excludes the NUL.
  */
 fota_status fota_manifest_serialize(const struct fota_manifest *m, char **out, size_t *len,
