@@ -629,6 +629,67 @@ static void test_sig_embedded_cert_limit(void)
 	free(b16);
 }
 
+/*
+ * A chain of 9 levels: root, CA1..CA7, leaf. Signing with intermediates CA1..CA6 only
+ * is impossible (CA7 signed the leaf), so build two leaves: one under CA6 (8 levels,
+ * the limit) and one under CA7 (9 levels, refused).
+ */
+static void test_sig_chain_depth_limit(void)
+{
+	const char *d = unit_tmpdir();
+	char cmd[4096];
+	snprintf(cmd, sizeof(cmd),
+		 "set -e; cd '%s'; mkdir -p deep; cd deep;"
+		 "printf '[ca]\\nbasicConstraints=critical,CA:TRUE\\nkeyUsage=critical,keyCertSign\\n"
+		 "[leaf]\\nbasicConstraints=critical,CA:FALSE\\nkeyUsage=critical,digitalSignature\\n' > ext.cnf;"
+		 "k() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out $1.key; };"
+		 "k ca0; openssl req -x509 -new -key ca0.key -subj /CN=deep0 -days 2 -out ca0.pem"
+		 " -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign;"
+		 "i=1; : > inter6.pem; : > inter7.pem;"
+		 "while [ $i -le 7 ]; do k ca$i; openssl req -new -key ca$i.key -subj /CN=deep$i -out ca$i.csr;"
+		 " openssl x509 -req -in ca$i.csr -CA ca$((i-1)).pem -CAkey ca$((i-1)).key -set_serial $i"
+		 "  -days 2 -extfile ext.cnf -extensions ca -out ca$i.pem;"
+		 " [ $i -le 6 ] && cat ca$i.pem >> inter6.pem; cat ca$i.pem >> inter7.pem; i=$((i+1)); done;"
+		 "for n in 6 7; do k leaf$n; openssl req -new -key leaf$n.key -subj /CN=leaf$n -out leaf$n.csr;"
+		 " openssl x509 -req -in leaf$n.csr -CA ca$n.pem -CAkey ca$n.key -set_serial 10$n -days 2"
+		 "  -extfile ext.cnf -extensions leaf -out leaf$n.pem; done",
+		 d);
+	char quiet[4200];
+	snprintf(quiet, sizeof(quiet), "(%s) >/dev/null 2>&1", cmd);
+	CU_ASSERT_EQUAL_FATAL(system(quiet), 0);
+
+	char root[600], key[600], cert[600], chain[600];
+	snprintf(root, sizeof(root), "%s/deep/ca0.pem", d);
+	const char *cas[1] = {root};
+	struct fota_trust *t = NULL;
+	struct fota_error e;
+	CU_ASSERT_EQUAL_FATAL(fota_trust_load(cas, 1, NULL, &t, &e), FOTA_OK);
+	for (int n = 6; n <= 7; n++) {
+		struct fota_signer *s = NULL;
+		uint8_t *der = NULL;
+		size_t len = 0;
+		struct fota_sig_info info;
+		snprintf(key, sizeof(key), "%s/deep/leaf%d.key", d, n);
+		snprintf(cert, sizeof(cert), "%s/deep/leaf%d.pem", d, n);
+		snprintf(chain, sizeof(chain), "%s/deep/inter%d.pem", d, n);
+		CU_ASSERT_EQUAL_FATAL(fota_signer_load(key, cert, chain, 0, &s, &e), FOTA_OK);
+		CU_ASSERT_EQUAL_FATAL(fota_sig_sign(s, content, CONTENT_LEN, -1, &der, &len, &e), FOTA_OK);
+		fota_signer_free(s);
+		fota_status st = fota_sig_verify(t, content, CONTENT_LEN, der, len, 0, &info, &e);
+		if (n == 6) {
+			CU_ASSERT_EQUAL(st, FOTA_OK);
+			CU_ASSERT_EQUAL(info.chain_len, FOTA_SIG_CHAIN_MAX);
+			CU_ASSERT_STRING_EQUAL(info.chain[0], "CN=leaf6");
+			CU_ASSERT_STRING_EQUAL(info.chain[FOTA_SIG_CHAIN_MAX - 1], "CN=deep0");
+		} else {
+			CU_ASSERT_EQUAL(st, FOTA_E_TRUST);
+			CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "too long"));
+		}
+		free(der);
+	}
+	fota_trust_free(t);
+}
+
 static void add(CU_pSuite s)
 {
 	UNIT_ADD(s, test_sig_pki_generated);
@@ -644,5 +705,6 @@ static void add(CU_pSuite s)
 	UNIT_ADD(s, test_sig_load_errors);
 	UNIT_ADD(s, test_sig_openssl_made);
 	UNIT_ADD(s, test_sig_embedded_cert_limit);
+	UNIT_ADD(s, test_sig_chain_depth_limit);
 }
 UNIT_SUITE("formats/sig", add)
