@@ -19,6 +19,7 @@
 #include <jansson.h>
 
 #include "fota/manifest.h"
+#include "fota/inplace.h"
 
 #define PATH_MAX_LEN 96
 
@@ -130,8 +131,10 @@ static void free_images(struct fota_image *images, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		if (!images[i].chunks)
 			continue;
-		for (size_t c = 0; c < images[i].n_chunks; c++)
+		for (size_t c = 0; c < images[i].n_chunks; c++) {
 			free(images[i].chunks[c].source_reads);
+			free(images[i].chunks[c].stash);
+		}
 		free(images[i].chunks);
 	}
 	free(images);
@@ -346,7 +349,6 @@ static fota_status validate_chunk(const struct fota_manifest *m, const struct fo
 				  size_t ci, struct fota_error *err)
 {
 	const struct fota_chunk *ch = &im->chunks[ci];
-	(void)m;
 	if (ch->target_size == 0)
 		return fota_error_set(err, FOTA_E_MANIFEST,
 				      "manifest: images[%zu].chunks[%zu].target_size: must be at least 1", ii, ci);
@@ -372,6 +374,26 @@ static fota_status validate_chunk(const struct fota_manifest *m, const struct fo
 		return fota_error_set(err, FOTA_E_LIMIT,
 				      "manifest: images[%zu].chunks[%zu].source_reads: %zu ranges, limit %d", ii, ci,
 				      ch->n_source_reads, FOTA_SOURCE_READS_MAX);
+	if (ch->n_stash > FOTA_STASH_MAX)
+		return fota_error_set(err, FOTA_E_LIMIT, "manifest: images[%zu].chunks[%zu].stash: %zu ranges, limit %d",
+				      ii, ci, ch->n_stash, FOTA_STASH_MAX);
+	if (ch->n_stash && (m->mode != FOTA_MODE_INPLACE || !im->has_source))
+		return fota_error_set(err, FOTA_E_MANIFEST,
+				      "manifest: images[%zu].chunks[%zu].stash: only for mode \"inplace\" with a source", ii, ci);
+	if (ch->n_stash && !ch->stash)
+		return fota_error_set(err, FOTA_E_ARG, "manifest: images[%zu].chunks[%zu].stash: NULL", ii, ci);
+	for (size_t s = 0; s < ch->n_stash; s++) {
+		const struct fota_stash *st = &ch->stash[s];
+		if (st->length == 0 || st->source_offset >= im->source_size ||
+		    st->length > im->source_size - st->source_offset || st->scratch_offset >= m->scratch_size ||
+		    st->length > m->scratch_size - st->scratch_offset)
+			return fota_error_set(err, FOTA_E_MANIFEST,
+					      "manifest: images[%zu].chunks[%zu].stash[%zu]: [%llu, +%llu) -> scratch %llu is outside "
+					      "source.size %llu or scratch_size %llu (or empty)",
+					      ii, ci, s, (unsigned long long)st->source_offset, (unsigned long long)st->length,
+					      (unsigned long long)st->scratch_offset, (unsigned long long)im->source_size,
+					      (unsigned long long)m->scratch_size);
+	}
 	if (ch->method == FOTA_METHOD_FULL) {
 		if (ch->n_source_reads != 0)
 			return fota_error_set(err, FOTA_E_MANIFEST,
@@ -391,6 +413,18 @@ static fota_status validate_chunk(const struct fota_manifest *m, const struct fo
 			return fota_error_set(err, FOTA_E_MANIFEST,
 					      "manifest: images[%zu].chunks[%zu].source_reads[%zu]: length must be at least 1",
 					      ii, ci, r);
+		if (rg->scratch) {
+			if (m->mode != FOTA_MODE_INPLACE)
+				return fota_error_set(err, FOTA_E_MANIFEST,
+						      "manifest: images[%zu].chunks[%zu].source_reads[%zu]: scratch reads are only for mode \"inplace\"",
+						      ii, ci, r);
+			if (rg->offset >= m->scratch_size || rg->length > m->scratch_size - rg->offset)
+				return fota_error_set(err, FOTA_E_MANIFEST,
+						      "manifest: images[%zu].chunks[%zu].source_reads[%zu]: scratch [%llu, +%llu) is outside scratch_size %llu",
+						      ii, ci, r, (unsigned long long)rg->offset, (unsigned long long)rg->length,
+						      (unsigned long long)m->scratch_size);
+			continue;
+		}
 		if (rg->offset >= im->source_size || rg->length > im->source_size - rg->offset)
 			return fota_error_set(err, FOTA_E_MANIFEST,
 					      "manifest: images[%zu].chunks[%zu].source_reads[%zu]: [%llu, +%llu) is outside source.size %llu",
@@ -508,6 +542,16 @@ fota_status fota_manifest_validate(const struct fota_manifest *m, struct fota_er
 	for (size_t i = 0; i < m->n_images; i++)
 		if ((rc = validate_image(m, i, &total, err)) != FOTA_OK)
 			return rc;
+	if (m->mode == FOTA_MODE_INPLACE) {
+		/* The in-place order must be safe, and the declared scratch must hold the scheme. */
+		uint64_t need = fota_inplace_scratch_needed(m), stash_end = fota_inplace_stash_end(m);
+		if (m->scratch_size < need)
+			return fota_error_set(err, FOTA_E_MANIFEST, "manifest: scratch_size: %llu, the in-place scheme needs %llu",
+					      (unsigned long long)m->scratch_size, (unsigned long long)need);
+		for (size_t i = 0; i < m->n_images; i++)
+			if ((rc = fota_inplace_check(&m->images[i], stash_end, err)) != FOTA_OK)
+				return fota_error_prefix(err, "manifest: ");
+	}
 	return FOTA_OK;
 }
 
@@ -721,10 +765,14 @@ static fota_status parse_chunk(const json_t *o, struct fota_chunk *ch, const cha
 {
 	static const char *const keys[] = {"target_offset", "target_size", "target_sha256", "method",
 					   "payload_size", "payload_sha256", "source_reads"};
+	static const char *const keys_stash[] = {"target_offset", "target_size", "target_sha256", "method",
+						 "payload_size", "payload_sha256", "source_reads", "stash"};
+	bool has_stash = json_object_get(o, "stash") != NULL;
 	fota_status rc;
 	int x;
 	json_t *arr;
-	if ((rc = want_object(o, path, err)) != FOTA_OK || (rc = check_keys(o, path, keys, NELEM(keys), err)) != FOTA_OK ||
+	if ((rc = want_object(o, path, err)) != FOTA_OK ||
+	    (rc = has_stash ? check_keys(o, path, keys_stash, NELEM(keys_stash), err) : check_keys(o, path, keys, NELEM(keys), err)) != FOTA_OK ||
 	    (rc = get_uint(o, path, "target_offset", &ch->target_offset, err)) != FOTA_OK ||
 	    (rc = get_uint(o, path, "target_size", &ch->target_size, err)) != FOTA_OK ||
 	    (rc = get_hex(o, path, "target_sha256", ch->target_sha256, err)) != FOTA_OK ||
@@ -736,20 +784,49 @@ static fota_status parse_chunk(const json_t *o, struct fota_chunk *ch, const cha
 	    (rc = get_array(o, path, "source_reads", FOTA_SOURCE_READS_MAX, "ranges", &arr, err)) != FOTA_OK)
 		return rc;
 	size_t n = json_array_size(arr);
-	if (n == 0)
-		return FOTA_OK;
-	if (!(ch->source_reads = calloc(n, sizeof(*ch->source_reads))))
-		return fota_error_set(err, FOTA_E_NOMEM, "manifest: %s.source_reads: out of memory", path);
-	ch->n_source_reads = n;
+	if (n != 0) {
+		if (!(ch->source_reads = calloc(n, sizeof(*ch->source_reads))))
+			return fota_error_set(err, FOTA_E_NOMEM, "manifest: %s.source_reads: out of memory", path);
+		ch->n_source_reads = n;
+	}
 	for (size_t r = 0; r < n; r++) {
 		char p[PATH_MAX_LEN];
 		const json_t *pair = json_array_get(arr, r);
 		snprintf(p, sizeof(p), "%s.source_reads[%zu]", path, r);
-		if (!json_is_array(pair) || json_array_size(pair) != 2)
+		size_t len = json_is_array(pair) ? json_array_size(pair) : 0;
+		if (len != 2 && len != 3)
 			return fota_error_set(err, FOTA_E_MANIFEST,
-					      "manifest: %s: expected an array [offset, length]", p);
+					      "manifest: %s: expected an array [offset, length] or [offset, length, \"scratch\"]", p);
 		if ((rc = uint_value(json_array_get(pair, 0), p, &ch->source_reads[r].offset, err)) != FOTA_OK ||
 		    (rc = uint_value(json_array_get(pair, 1), p, &ch->source_reads[r].length, err)) != FOTA_OK)
+			return rc;
+		if (len == 3) {
+			const json_t *area = json_array_get(pair, 2);
+			if (!json_is_string(area) || strcmp(json_string_value(area), "scratch") != 0)
+				return fota_error_set(err, FOTA_E_MANIFEST, "manifest: %s[2]: expected \"scratch\"", p);
+			ch->source_reads[r].scratch = true;
+		}
+	}
+	if (!has_stash)
+		return FOTA_OK;
+	if ((rc = get_array(o, path, "stash", FOTA_STASH_MAX, "ranges", &arr, err)) != FOTA_OK)
+		return rc;
+	n = json_array_size(arr);
+	if (n == 0) /* canonical form: an empty stash is omitted */
+		return fota_error_set(err, FOTA_E_MANIFEST, "manifest: %s.stash: must be omitted when empty", path);
+	if (!(ch->stash = calloc(n, sizeof(*ch->stash))))
+		return fota_error_set(err, FOTA_E_NOMEM, "manifest: %s.stash: out of memory", path);
+	ch->n_stash = n;
+	for (size_t r = 0; r < n; r++) {
+		char p[PATH_MAX_LEN];
+		const json_t *t = json_array_get(arr, r);
+		snprintf(p, sizeof(p), "%s.stash[%zu]", path, r);
+		if (!json_is_array(t) || json_array_size(t) != 3)
+			return fota_error_set(err, FOTA_E_MANIFEST,
+					      "manifest: %s: expected an array [source_offset, length, scratch_offset]", p);
+		if ((rc = uint_value(json_array_get(t, 0), p, &ch->stash[r].source_offset, err)) != FOTA_OK ||
+		    (rc = uint_value(json_array_get(t, 1), p, &ch->stash[r].length, err)) != FOTA_OK ||
+		    (rc = uint_value(json_array_get(t, 2), p, &ch->stash[r].scratch_offset, err)) != FOTA_OK)
 			return rc;
 	}
 	return FOTA_OK;
@@ -975,9 +1052,22 @@ static json_t *build_chunk(const struct fota_chunk *ch, bool *ok)
 		json_t *pair = json_array();
 		push(pair, jint(ch->source_reads[r].offset), ok);
 		push(pair, jint(ch->source_reads[r].length), ok);
+		if (ch->source_reads[r].scratch)
+			push(pair, json_string("scratch"), ok);
 		push(reads, pair, ok);
 	}
 	put(o, "source_reads", reads, ok);
+	if (ch->n_stash) {
+		json_t *st = json_array();
+		for (size_t r = 0; r < ch->n_stash && *ok; r++) {
+			json_t *t = json_array();
+			push(t, jint(ch->stash[r].source_offset), ok);
+			push(t, jint(ch->stash[r].length), ok);
+			push(t, jint(ch->stash[r].scratch_offset), ok);
+			push(st, t, ok);
+		}
+		put(o, "stash", st, ok);
+	}
 	if (!o)
 		*ok = false;
 	return o;

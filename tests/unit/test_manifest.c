@@ -272,13 +272,44 @@ static void test_manifest_round_trip(void)
 	m->mode = FOTA_MODE_INPLACE;
 	m->scratch_size = 65536;
 	m->n_images = 1;
-	struct fota_chunk t = m->images[0].chunks[0];
-	m->images[0].chunks[0] = m->images[0].chunks[2];
+	/* order s0, s2, s1: s0 reads [12000,+100) of s1's target before s1 overwrites it */
+	struct fota_chunk t = m->images[0].chunks[1];
+	m->images[0].chunks[1] = m->images[0].chunks[2];
 	m->images[0].chunks[2] = t;
 	CU_ASSERT_EQUAL_FATAL(fota_manifest_serialize(m, &c, &lc, &e), FOTA_OK);
 	CU_ASSERT_EQUAL_FATAL(fota_manifest_parse((const uint8_t *)c, lc, &inp, &e), FOTA_OK);
 	CU_ASSERT(manifest_equal(m, inp));
-	CU_ASSERT_EQUAL(inp->images[0].chunks[0].target_offset, 16384);
+	CU_ASSERT_EQUAL(inp->images[0].chunks[1].target_offset, 16384);
+	/* order s1, s2, s0 is unsafe: s0 would read bytes s1 already overwrote */
+	char *bad = NULL;
+	size_t lbad = 0;
+	t = m->images[0].chunks[0];
+	m->images[0].chunks[0] = m->images[0].chunks[2];
+	m->images[0].chunks[2] = t;
+	CU_ASSERT_EQUAL(fota_manifest_serialize(m, &bad, &lbad, &e), FOTA_E_MANIFEST);
+	CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "takes bytes an earlier chunk overwrote"));
+	free(bad);
+	/* ... unless those bytes are stashed first and read back from scratch */
+	struct fota_chunk *s1 = &m->images[0].chunks[0], *s0 = &m->images[0].chunks[2];
+	s1->n_stash = 1;
+	s1->stash = calloc(1, sizeof(*s1->stash));
+	CU_ASSERT_PTR_NOT_NULL_FATAL(s1->stash);
+	s1->stash[0] = (struct fota_stash){ 12000, 100, 0 };
+	s0->source_reads[1] = (struct fota_range){ 0, 100, true };
+	m->scratch_size = 100 + 8192; /* stash region + staging for s0, which reads its own target */
+	CU_ASSERT_EQUAL_FATAL(fota_manifest_serialize(m, &bad, &lbad, &e), FOTA_OK);
+	CU_ASSERT_PTR_NOT_NULL(strstr(bad, "\"stash\":[[12000,100,0]]"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(bad, "[0,100,\"scratch\"]"));
+	struct fota_manifest *st = NULL;
+	CU_ASSERT_EQUAL_FATAL(fota_manifest_parse((const uint8_t *)bad, lbad, &st, &e), FOTA_OK);
+	CU_ASSERT_EQUAL(st->images[0].chunks[0].n_stash, 1);
+	CU_ASSERT(st->images[0].chunks[2].source_reads[1].scratch);
+	fota_manifest_free(st);
+	free(bad);
+	m->scratch_size = 100 + 8191;
+	CU_ASSERT_EQUAL(fota_manifest_serialize(m, &bad, &lbad, &e), FOTA_E_MANIFEST);
+	CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "the in-place scheme needs 8292"));
+	free(bad);
 	m->n_images = 3; /* so free releases every image */
 	free(a);
 	free(b);
@@ -1000,7 +1031,10 @@ static void test_manifest_source_reads(void)
 	expect_variant("[[19900,100]]", "[[19900,0]]", FOTA_E_MANIFEST, "length must be at least 1");
 	/* malformed pairs */
 	expect_variant("[[19900,100]]", "[[19900]]", FOTA_E_MANIFEST, "source_reads[0]: expected an array [offset, length]");
-	expect_variant("[[19900,100]]", "[[19900,1,1]]", FOTA_E_MANIFEST, "source_reads[0]: expected an array");
+	expect_variant("[[19900,100]]", "[[19900,1,1]]", FOTA_E_MANIFEST, "source_reads[0][2]: expected \"scratch\"");
+	expect_variant("[[19900,100]]", "[[19900,1,1,1]]", FOTA_E_MANIFEST, "source_reads[0]: expected an array");
+	/* scratch reads and stashes belong to in-place packages only */
+	expect_variant("[[19900,100]]", "[[0,100,\"scratch\"]]", FOTA_E_MANIFEST, "scratch reads are only for mode");
 	expect_variant("[[19900,100]]", "[{\"offset\":19900,\"length\":100}]", FOTA_E_MANIFEST, "source_reads[0]");
 	expect_variant("[[19900,100]]", "[[\"19900\",100]]", FOTA_E_MANIFEST, "source_reads[0]");
 	/* full chunks read nothing */
