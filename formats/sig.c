@@ -15,7 +15,8 @@
  * returned, which catches any disagreement between our attribute encoding and the one
  * OpenSSL writes.
  *
- * Key policy (signing and verifying alike): ECDSA on P-256 only (P-384 and other
+ * Key policy (signing and verifying alike; FOTA_E_CRYPTO when loading a signer,
+ * FOTA_E_SIGNATURE when verifying, as FORMAT.md section 4 says): ECDSA on P-256 only (P-384 and other
  * curves are refused: the digest is fixed at SHA-256 and the format names P-256),
  * Ed25519, RSA and RSA-PSS with a modulus of at least 2048 bits. RSA-PSS signatures use
  * SHA-256, MGF1 with SHA-256 and a 32-byte salt. The CMS digest is SHA-256, except for
@@ -24,7 +25,9 @@
  * so Ed25519 is verified here by hand (check_ed25519).
  *
  * Verification policy: canonical DER, exactly one SignerInfo, detached id-data content,
- * digest as above, signatureAlgorithm fitting the signer key, unsigned version and
+ * digest as above, signed attributes as FORMAT.md allows (contentType, messageDigest,
+ * optional signingTime; or none, except for Ed25519), signatureAlgorithm fitting the
+ * signer key and the key policy above, unsigned version and
  * digestAlgorithms fields as RFC 5652 requires, signature checked first (failures are
  * FOTA_E_SIGNATURE), then the signer certificate: chain from the embedded
  * certificates to a root of the trust store, at most FOTA_SIG_CHAIN_MAX certificates, validity of every certificate judged at
@@ -449,8 +452,8 @@ static fota_status set_signature_alg(const struct fota_signer *s, CMS_SignerInfo
 			return ossl_fail(err, FOTA_E_CRYPTO, "sig: RSA-PSS algorithm identifier");
 		return FOTA_OK;
 	}
-	int nid = s->ed25519 ? NID_ED25519 : s->rsa_pkcs1 ? NID_rsaEncryption : NID_ecdsa_with_SHA256;
-	/* RFC 5754 3.2 / RFC 8419 3: ECDSA and Ed25519 have absent parameters, RSA NULL. */
+	int nid = s->ed25519 ? NID_ED25519 : s->rsa_pkcs1 ? NID_sha256WithRSAEncryption : NID_ecdsa_with_SHA256;
+	/* RFC 5754 3.2-3.3 / RFC 8419 3: ECDSA and Ed25519 have absent parameters, RSA NULL. */
 	if (!X509_ALGOR_set0(alg, OBJ_nid2obj(nid), s->rsa_pkcs1 ? V_ASN1_NULL : V_ASN1_UNDEF, NULL))
 		return ossl_fail(err, FOTA_E_CRYPTO, "sig: setting signatureAlgorithm");
 	return FOTA_OK;
@@ -487,13 +490,6 @@ static fota_status check_ed25519(CMS_ContentInfo *cms, CMS_SignerInfo *si, const
 	if (!pk || !EVP_PKEY_is_a(pk, "ED25519"))
 		return fota_error_set(err, FOTA_E_SIGNATURE,
 				      "sig: Ed25519 signature but the signer key is not Ed25519");
-	static const int once[] = {NID_pkcs9_contentType, NID_pkcs9_messageDigest, NID_pkcs9_signingTime};
-	for (size_t i = 0; i < sizeof(once) / sizeof(once[0]); i++) {
-		int first = CMS_signed_get_attr_by_NID(si, once[i], -1);
-		if (first >= 0 && CMS_signed_get_attr_by_NID(si, once[i], first) >= 0)
-			return fota_error_set(err, FOTA_E_SIGNATURE, "sig: duplicate %s attribute",
-					      OBJ_nid2sn(once[i]));
-	}
 	ASN1_OBJECT *ct = CMS_signed_get0_data_by_OBJ(si, OBJ_nid2obj(NID_pkcs9_contentType), -3,
 						      V_ASN1_OBJECT);
 	if (!ct || OBJ_obj2nid(ct) != NID_pkcs7_data) {
@@ -958,6 +954,46 @@ bad:
 }
 
 /*
+ * Signed attributes as FORMAT.md section 4 allows them: none at all (not for Ed25519,
+ * RFC 8419 signs the attributes), or contentType and messageDigest, plus signingTime,
+ * each once with one value, and nothing else.
+ */
+static fota_status check_signed_attrs(CMS_SignerInfo *si, int ed25519, struct fota_error *err)
+{
+	static const int allowed[3] = {NID_pkcs9_contentType, NID_pkcs9_messageDigest,
+				       NID_pkcs9_signingTime};
+	int seen[3] = {0, 0, 0};
+	int n = CMS_signed_get_attr_count(si);
+	if (n < 0) {
+		if (ed25519)
+			return fota_error_set(err, FOTA_E_SIGNATURE, "sig: Ed25519 signer without signed attributes");
+		return FOTA_OK;
+	}
+	for (int i = 0; i < n; i++) {
+		X509_ATTRIBUTE *a = CMS_signed_get_attr(si, i);
+		ASN1_OBJECT *obj = a ? X509_ATTRIBUTE_get0_object(a) : NULL;
+		int nid = obj ? OBJ_obj2nid(obj) : NID_undef, k = 0;
+		while (k < 3 && allowed[k] != nid)
+			k++;
+		if (k == 3) {
+			char oid[80] = "?";
+			if (obj)
+				OBJ_obj2txt(oid, sizeof(oid), obj, 0);
+			return fota_error_set(err, FOTA_E_SIGNATURE, "sig: unexpected signed attribute %s", oid);
+		}
+		if (seen[k]++)
+			return fota_error_set(err, FOTA_E_SIGNATURE, "sig: duplicate %s attribute", OBJ_nid2sn(nid));
+		if (X509_ATTRIBUTE_count(a) != 1)
+			return fota_error_set(err, FOTA_E_SIGNATURE, "sig: %s attribute with %d values",
+					      OBJ_nid2sn(nid), X509_ATTRIBUTE_count(a));
+	}
+	if (!seen[0] || !seen[1])
+		return fota_error_set(err, FOTA_E_SIGNATURE,
+				      "sig: signed attributes without contentType or messageDigest");
+	return FOTA_OK;
+}
+
+/*
  * OpenSSL picks the verification scheme from the key and the digest algorithm and
  * does not look at an ECDSA or PKCS#1 signatureAlgorithm, so check that it names what
  * the signer key does (RFC 5754 3.2-3.3, RFC 4056, RFC 8419).
@@ -1065,6 +1101,8 @@ fota_status fota_sig_verify(const struct fota_trust *t, const uint8_t *data, siz
 		goto out;
 	}
 	st = check_unsigned_fields(der, der_len, want_md, err);
+	if (st == FOTA_OK)
+		st = check_signed_attrs(si, ed25519, err);
 	if (st != FOTA_OK)
 		goto out;
 	certs = CMS_get1_certs(cms);
@@ -1099,7 +1137,7 @@ fota_status fota_sig_verify(const struct fota_trust *t, const uint8_t *data, siz
 	/* 2. The signer: key policy, chain, validity, revocation, usage. */
 	int pss_sig = sig_alg && OBJ_obj2nid(sig_alg->algorithm) == NID_rsassaPss;
 	if (describe_key(X509_get0_pubkey(signer), pss_sig, key_desc, sizeof(key_desc)) != 0) {
-		st = fota_error_set(err, FOTA_E_TRUST, "sig: signer key: %s", key_desc);
+		st = fota_error_set(err, FOTA_E_SIGNATURE, "sig: signer key: %s", key_desc);
 		goto out;
 	}
 	xctx = X509_STORE_CTX_new();

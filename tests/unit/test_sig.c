@@ -88,7 +88,10 @@ static int openssl_verify(const uint8_t *der, size_t der_len, const char *ca)
 	return rc;
 }
 
-/* Sign with openssl cms -sign (extra options appended); the DER is returned, NULL on failure. */
+/*
+ * Sign with openssl cms -sign (extra options appended: pass -nosmimecap for a signature
+ * fota accepts); the DER is returned, NULL on failure.
+ */
 static uint8_t *openssl_sign(const char *name, const char *extra, size_t *len)
 {
 	char *dat = unit_write_file("cli-in.dat", content, CONTENT_LEN);
@@ -97,7 +100,7 @@ static uint8_t *openssl_sign(const char *name, const char *extra, size_t *len)
 	snprintf(out, sizeof(out), "%s/cli-out.sig", unit_tmpdir());
 	if (dat) {
 		snprintf(cmd, sizeof(cmd),
-			 "openssl cms -sign -binary -nosmimecap -outform DER -in '%s' -out '%s' "
+			 "openssl cms -sign -binary -outform DER -in '%s' -out '%s' "
 			 "-signer '%s/%s.pem' -inkey '%s/%s.key' -certfile '%s' %s >/dev/null 2>&1",
 			 dat, out, pki_dir(), name, pki_dir(), name, pki("chain.pem"), extra);
 		if (system(cmd) == 0)
@@ -117,7 +120,7 @@ static int cli_does_ed25519(void)
 	static int state; /* 0 unknown, 1 yes, -1 no */
 	if (state == 0) {
 		size_t n = 0;
-		uint8_t *der = openssl_sign("signer-ed25519", "-md sha512", &n);
+		uint8_t *der = openssl_sign("signer-ed25519", "-nosmimecap -md sha512", &n);
 		state = der && openssl_verify(der, n, "root.pem") == 0 ? 1 : -1;
 		if (state < 0)
 			fprintf(stderr, "[openssl CLI cannot sign/verify Ed25519 CMS: Ed25519 cross-check skipped] ");
@@ -510,20 +513,20 @@ static void test_sig_openssl_made(void)
 	struct fota_error e;
 	struct fota_sig_info info;
 	size_t n = 0;
-	uint8_t *der = openssl_sign("signer-ec", "-md sha256", &n);
+	uint8_t *der = openssl_sign("signer-ec", "-nosmimecap -md sha256", &n);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(der);
 	CU_ASSERT_EQUAL(fota_sig_verify(t, content, CONTENT_LEN, der, n, 0, &info, &e), FOTA_OK);
 	CU_ASSERT(info.signing_time > 1700000000); /* openssl adds the current time */
 	free(der);
 
-	der = openssl_sign("signer-ec", "-md sha512", &n);
+	der = openssl_sign("signer-ec", "-nosmimecap -md sha512", &n);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(der);
 	CU_ASSERT_EQUAL(fota_sig_verify(t, content, CONTENT_LEN, der, n, 0, NULL, &e), FOTA_E_SIGNATURE);
 	CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "digest"));
 	free(der);
 
 	char extra[1400];
-	snprintf(extra, sizeof(extra), "-md sha256 -signer '%s' -inkey '%s'", pki("signer-rsa.pem"),
+	snprintf(extra, sizeof(extra), "-nosmimecap -md sha256 -signer '%s' -inkey '%s'", pki("signer-rsa.pem"),
 		 pki("signer-rsa.key"));
 	der = openssl_sign("signer-ec", extra, &n);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(der);
@@ -531,14 +534,34 @@ static void test_sig_openssl_made(void)
 	CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "2 signers"));
 	free(der);
 
-	der = openssl_sign("signer-rsa1024", "-md sha256", &n);
+	der = openssl_sign("signer-rsa1024", "-nosmimecap -md sha256", &n);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(der);
-	CU_ASSERT_EQUAL(fota_sig_verify(t, content, CONTENT_LEN, der, n, 0, NULL, &e), FOTA_E_TRUST);
+	CU_ASSERT_EQUAL(fota_sig_verify(t, content, CONTENT_LEN, der, n, 0, NULL, &e), FOTA_E_SIGNATURE);
 	CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "RSA-1024"));
 	free(der);
 
+	der = openssl_sign("signer-p384", "-nosmimecap -md sha256", &n);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(der);
+	CU_ASSERT_EQUAL(fota_sig_verify(t, content, CONTENT_LEN, der, n, 0, NULL, &e), FOTA_E_SIGNATURE);
+	CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "P-256"));
+	free(der);
+
+	/* No signed attributes at all (FORMAT.md allows it for RSA and ECDSA). */
+	der = openssl_sign("signer-ec", "-nosmimecap -md sha256 -noattr", &n);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(der);
+	CU_ASSERT_EQUAL(fota_sig_verify(t, content, CONTENT_LEN, der, n, 0, &info, &e), FOTA_OK);
+	CU_ASSERT_EQUAL(info.signing_time, -1);
+	free(der);
+
+	/* An attribute FORMAT.md does not list (openssl's default SMIMECapabilities). */
+	der = openssl_sign("signer-ec", "-md sha256", &n);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(der);
+	CU_ASSERT_EQUAL(fota_sig_verify(t, content, CONTENT_LEN, der, n, 0, NULL, &e), FOTA_E_SIGNATURE);
+	CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "unexpected signed attribute S/MIME Capabilities"));
+	free(der);
+
 	/* Content embedded instead of detached. */
-	der = openssl_sign("signer-ec", "-md sha256 -nodetach", &n);
+	der = openssl_sign("signer-ec", "-nosmimecap -md sha256 -nodetach", &n);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(der);
 	CU_ASSERT_EQUAL(fota_sig_verify(t, content, CONTENT_LEN, der, n, 0, NULL, &e), FOTA_E_SIGNATURE);
 	CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "detached"));
@@ -618,7 +641,7 @@ static void test_sig_embedded_cert_limit(void)
 
 	/* 17 certificates, made by the openssl CLI. */
 	char opt[800];
-	snprintf(opt, sizeof(opt), "-md sha256 -certfile '%s'", b16);
+	snprintf(opt, sizeof(opt), "-nosmimecap -md sha256 -certfile '%s'", b16);
 	der = openssl_sign("signer-ec", opt, &n);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(der);
 	CU_ASSERT_EQUAL(fota_sig_verify(t, content, CONTENT_LEN, der, n, 0, NULL, &e), FOTA_E_LIMIT);

@@ -8,7 +8,7 @@
  * Keys: ECDSA P-256, Ed25519, RSA (PKCS#1 v1.5) and RSA-PSS (SHA-256, MGF1-SHA-256,
  * 32-byte salt), RSA of at least 2048 bits. Other curves (P-384 included) and smaller
  * RSA keys are refused, when loading a signer (FOTA_E_CRYPTO) and when verifying
- * (FOTA_E_TRUST).
+ * (FOTA_E_SIGNATURE).
  * Digest: SHA-256, except Ed25519, where RFC 8419 3.1 requires SHA-512 for the
  * messageDigest/digestAlgorithm (the signature itself is pure Ed25519 over the signed
  * attributes). Note: OpenSSL 3.0's CMS code (library and CLI) cannot sign or verify
@@ -87,9 +87,10 @@ struct fota_sig_info {
  * certificate validity is judged (0 = now). Errors: FOTA_E_LIMIT (der_len >
  * FOTA_SIG_MAX, or more than 16 embedded certificates), FOTA_E_SIGNATURE (malformed or
  * not canonical DER, not SignedData with detached id-data content, not exactly one
- * signer, digest algorithm not the one above, signatureAlgorithm not fitting the key,
- * digest or signature mismatch), FOTA_E_TRUST (chain does not reach a trusted root,
- * expired or not yet valid, wrong key usage, revoked, key refused by the policy; the
+ * signer, digest algorithm not the one above, signed attributes other than contentType,
+ * messageDigest and signingTime, signatureAlgorithm not fitting the key, signer key
+ * refused by the policy above, digest or signature mismatch), FOTA_E_TRUST (chain does
+ * not reach a trusted root, expired or not yet valid, wrong key usage, revoked; the
  * message names the reason as X509_verify_cert_error_string() gives it). The signature
  * is checked before the signer, so tampered content is FOTA_E_SIGNATURE whoever signed.
  * at_time < 0 is FOTA_E_ARG. info may be NULL; it is filled on success.
