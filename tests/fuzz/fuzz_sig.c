@@ -16,7 +16,8 @@
  * Seeds in tests/fuzz/corpus/sig/: signatures over fuzz_content by the signers of that
  * same mkpki run (ECDSA, Ed25519, RSA, RSA with PSS, native RSA-PSS, with and without
  * signingTime; the revoked, wrong-usage and expired signers; an unrelated root's signer;
- * one made by `openssl cms -sign`). Their keys were throw-away: to make new seeds, run
+ * three made by `openssl cms -sign`: plain, -noattr, and with SMIMECapabilities, which
+ * fota refuses). Their keys were throw-away: to make new seeds, run
  * mkpki.sh again and paste its root.pem and crl.pem here.
  * Build: make fuzz (clang -fsanitize=fuzzer,address,undefined); make check replays the
  * corpus through tests/fuzz/replay_main.c.
