@@ -158,7 +158,8 @@ struct target_sink {
 	struct fota_sha256 *chunk_hash;
 	struct fota_sha256 *image_hash; /* NULL when chunks are out of order */
 	int out_fd;                     /* -1: nothing written */
-	uint64_t pos, end;              /* absolute target offsets */
+	uint8_t *stage;                 /* in-place: the chunk is produced here first, then written */
+	uint64_t base, pos, end;        /* absolute target offsets: chunk start, next byte, end */
 	const char *what;
 };
 
@@ -170,7 +171,9 @@ static fota_status sink_write(void *ctx, const void *buf, size_t len, struct fot
 	fota_sha256_update(s->chunk_hash, buf, len);
 	if (s->image_hash)
 		fota_sha256_update(s->image_hash, buf, len);
-	if (s->out_fd >= 0) {
+	if (s->stage)
+		memcpy(s->stage + (s->pos - s->base), buf, len);
+	else if (s->out_fd >= 0) {
 		const uint8_t *p = buf;
 		size_t left = len;
 		uint64_t off = s->pos;
@@ -232,6 +235,7 @@ struct delta_ctx {
 	const uint8_t *patch;
 	size_t patch_len;
 	int src_fd;
+	int scratch_fd;                 /* in-place: where "scratch" reads come from */
 	const struct fota_chunk *ch;
 	struct target_sink *sink;
 };
@@ -256,7 +260,7 @@ static fota_status dl_read_source(void *ctx, uint64_t off, void *buf, size_t len
 		if (off < base + r->length) {
 			uint64_t in = off - base;
 			size_t n = r->length - in < len ? (size_t)(r->length - in) : len;
-			ssize_t got = pread(c->src_fd, p, n, (off_t)(r->offset + in));
+			ssize_t got = pread(r->scratch ? c->scratch_fd : c->src_fd, p, n, (off_t)(r->offset + in));
 			if (got != (ssize_t)n)
 				return fota_error_set(err, FOTA_E_IO, "source: read at %" PRIu64 ": %s",
 						      r->offset + in, got < 0 ? strerror(errno) : "short read");
@@ -277,10 +281,10 @@ static fota_status dl_write(void *ctx, const void *buf, size_t len, struct fota_
 	return sink_write(c->sink, buf, len, err);
 }
 
-static fota_status apply_delta(const uint8_t *payload, size_t len, int src_fd, const struct fota_chunk *ch,
-			       struct target_sink *sink, struct fota_error *err)
+static fota_status apply_delta(const uint8_t *payload, size_t len, int src_fd, int scratch_fd,
+			       const struct fota_chunk *ch, struct target_sink *sink, struct fota_error *err)
 {
-	struct delta_ctx c = { payload, len, src_fd, ch, sink };
+	struct delta_ctx c = { payload, len, src_fd, scratch_fd, ch, sink };
 	uint64_t src_total = 0;
 	for (size_t i = 0; i < ch->n_source_reads; i++)
 		src_total += ch->source_reads[i].length;
@@ -301,6 +305,23 @@ static const char *find_named(const struct named_path *v, size_t n, const char *
 		if (!v[i].image && n_candidates == 1)
 			return v[i].path;
 	return NULL;
+}
+
+static fota_status copy_range(int from, uint64_t from_off, int to, uint64_t to_off, uint64_t len, uint8_t *buf,
+			      struct fota_error *err)
+{
+	while (len) {
+		size_t n = len < OUTBUF ? (size_t)len : OUTBUF;
+		ssize_t got = pread(from, buf, n, (off_t)from_off);
+		if (got != (ssize_t)n)
+			return fota_error_set(err, FOTA_E_IO, "in-place simulation: read: %s", got < 0 ? strerror(errno) : "short");
+		if (pwrite(to, buf, n, (off_t)to_off) != (ssize_t)n)
+			return fota_error_set(err, FOTA_E_IO, "in-place simulation: write: %s", strerror(errno));
+		from_off += n;
+		to_off += n;
+		len -= n;
+	}
+	return FOTA_OK;
 }
 
 static bool chunks_in_order(const struct fota_image *im)
@@ -346,6 +367,8 @@ static fota_status verify(const struct options *o, struct report *rep, struct fo
 	int src_fd[FOTA_IMAGES_MAX], out_fd[FOTA_IMAGES_MAX];
 	char *out_tmp[FOTA_IMAGES_MAX] = { 0 };
 	struct fota_sha256 *chunk_hash = NULL, *image_hash = NULL;
+	int scratch_fd = -1;
+	uint8_t *stage = NULL;
 	for (size_t i = 0; i < FOTA_IMAGES_MAX; i++)
 		src_fd[i] = out_fd[i] = -1;
 
@@ -441,7 +464,7 @@ static fota_status verify(const struct options *o, struct report *rep, struct fo
 				out_tmp[i] = NULL;
 				goto out;
 			}
-		} else if (!chunks_in_order(im) && (!im->has_source || ir->source_path)) {
+		} else if ((!chunks_in_order(im) || m->mode == FOTA_MODE_INPLACE) && (!im->has_source || ir->source_path)) {
 			/* Out-of-order chunks: rebuild into an anonymous scratch file to hash the image. */
 			const char *tmpd = getenv("TMPDIR");
 			out_fd[i] = open(tmpd ? tmpd : "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
@@ -475,11 +498,35 @@ static fota_status verify(const struct options *o, struct report *rep, struct fo
 		goto out;
 	}
 
+	bool inplace = m->mode == FOTA_MODE_INPLACE;
+	if (inplace) {
+		/* Simulate the device: each image starts as a copy of its source and is
+		 * overwritten chunk by chunk, reading whatever the partition then holds. */
+		uint64_t max_chunk = 0;
+		for (size_t i = 0; i < m->n_images; i++)
+			for (size_t c = 0; c < m->images[i].n_chunks; c++)
+				if (m->images[i].chunks[c].target_size > max_chunk)
+					max_chunk = m->images[i].chunks[c].target_size;
+		const char *tmpd = getenv("TMPDIR");
+		scratch_fd = open(tmpd ? tmpd : "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+		stage = malloc(max_chunk ? (size_t)max_chunk : 1);
+		if (scratch_fd < 0 || !stage) {
+			rc = fota_error_set(err, scratch_fd < 0 ? FOTA_E_IO : FOTA_E_NOMEM, "in-place simulation: %s",
+					    scratch_fd < 0 ? strerror(errno) : "out of memory");
+			goto out;
+		}
+		for (size_t i = 0; i < m->n_images; i++)
+			if (src_fd[i] >= 0 && out_fd[i] >= 0) {
+				rc = copy_range(src_fd[i], 0, out_fd[i], 0, m->images[i].source_size, outbuf, err);
+				if (rc)
+					goto out;
+			}
+	}
 	uint64_t off = fota_pkg_head_size(mlen, slen);
 	for (size_t i = 0; i < m->n_images; i++) {
 		const struct fota_image *im = &m->images[i];
 		struct image_result *ir = &rep->img[i];
-		bool in_order = chunks_in_order(im);
+		bool in_order = chunks_in_order(im) && !inplace;
 		bool can_rebuild = !im->has_source || ir->source_path;
 		for (size_t c = 0; c < im->n_chunks; c++) {
 			const struct fota_chunk *ch = &im->chunks[c];
@@ -503,12 +550,20 @@ static fota_status verify(const struct options *o, struct report *rep, struct fo
 			if (!can_rebuild)
 				continue;
 			struct target_sink sink = { .chunk_hash = chunk_hash, .image_hash = in_order ? image_hash : NULL,
-						    .out_fd = out_fd[i], .pos = ch->target_offset,
+						    .out_fd = out_fd[i], .stage = inplace ? stage : NULL,
+						    .base = ch->target_offset, .pos = ch->target_offset,
 						    .end = ch->target_offset + ch->target_size, .what = name };
+			for (size_t k = 0; inplace && k < ch->n_stash; k++) {
+				rc = copy_range(out_fd[i], ch->stash[k].source_offset, scratch_fd, ch->stash[k].scratch_offset,
+						ch->stash[k].length, outbuf, err);
+				if (rc)
+					goto out;
+			}
 			if (ch->method == FOTA_METHOD_FULL)
 				rc = apply_full(m, payload, (size_t)ch->payload_size, &sink, outbuf, err);
 			else
-				rc = apply_delta(payload, (size_t)ch->payload_size, src_fd[i], ch, &sink, err);
+				rc = apply_delta(payload, (size_t)ch->payload_size, inplace ? out_fd[i] : src_fd[i],
+						 scratch_fd, ch, &sink, err);
 			if (rc)
 				goto out;
 			if (sink.pos != sink.end) {
@@ -519,6 +574,11 @@ static fota_status verify(const struct options *o, struct report *rep, struct fo
 			fota_sha256_final(chunk_hash, d);
 			if (memcmp(d, ch->target_sha256, FOTA_SHA256_LEN) != 0) {
 				rc = fota_error_set(err, FOTA_E_INTEGRITY, "%s: target bytes do not match the manifest's sha256", name);
+				goto out;
+			}
+			if (inplace && pwrite(out_fd[i], stage, (size_t)ch->target_size, (off_t)ch->target_offset) !=
+					       (ssize_t)ch->target_size) {
+				rc = fota_error_set(err, FOTA_E_IO, "in-place simulation: write: %s", strerror(errno));
 				goto out;
 			}
 		}
@@ -570,6 +630,9 @@ out:
 	}
 	fota_sha256_free(chunk_hash);
 	fota_sha256_free(image_hash);
+	if (scratch_fd >= 0)
+		close(scratch_fd);
+	free(stage);
 	free(payload);
 	free(outbuf);
 	free(mj);
