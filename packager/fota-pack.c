@@ -34,11 +34,14 @@
 #include "fota/manifest.h"
 #include "fota/sig.h"
 #include "fota/util.h"
+#include "pack.h"
 
 #define PACK_VERSION "0.1.0"
 #define DEFAULT_CHUNK (1u << 20)
 #define DEFAULT_LEVEL 19
-#define MAX_THREADS 64
+#define DEFAULT_SCRATCH (16u << 20)
+#define DEFAULT_DELTA_WLOG 22
+#define MAX_THREADS PACK_MAX_THREADS
 
 /* Exit codes: one table, documented in --help and docs/fota-pack.md. */
 enum {
@@ -68,27 +71,13 @@ static int exit_code_for(fota_status st)
 }
 
 struct options {
-	const char *to;
-	const char *output;
-	const char *key, *cert, *chain;
-	bool pss;
-	bool unsigned_pkg;
+	struct pack_options p;
+	const char *from, *to;
+	const char *image_name;
 	const char *attach_sig;
 	const char *attach_in;
 	const char *trust_check; /* optional root for --attach-signature */
-	uint64_t chunk_size;
-	const char *name, *version, *from_version;
-	const char *image_name;
-	const char *models[FOTA_MODELS_MAX];
-	size_t n_models;
-	uint64_t security_version;
-	int64_t expires;
-	int priority, roaming;
-	bool silent;
-	const char *install_message;
-	unsigned threads;
-	int level;
-	bool json, quiet;
+	bool quiet;
 };
 
 static const char *progname = "fota-pack";
@@ -160,443 +149,6 @@ static int die_usage(const char *fmt, ...)
 	return EXIT_USAGE;
 }
 
-/* ---- chunk compression on a thread pool ---- */
-
-struct job {
-	int fd;                 /* target image */
-	uint64_t offset, size;  /* target range */
-	int level;
-	uint32_t window_log;
-	uint8_t *payload;       /* out: malloc'd */
-	size_t payload_len;
-	uint8_t target_sha256[FOTA_SHA256_LEN];
-	uint8_t payload_sha256[FOTA_SHA256_LEN];
-	uint8_t *raw;           /* out: the target bytes, for the whole-image hash */
-	fota_status rc;
-	struct fota_error err;
-};
-
-struct pool {
-	struct job *jobs;
-	size_t n;
-	size_t next;
-	pthread_mutex_t lock;
-};
-
-static void run_job(struct job *j)
-{
-	j->raw = malloc(j->size ? j->size : 1);
-	size_t bound = ZSTD_compressBound(j->size);
-	j->payload = malloc(bound);
-	ZSTD_CCtx *cctx = ZSTD_createCCtx();
-	if (!j->raw || !j->payload || !cctx) {
-		j->rc = fota_error_set(&j->err, FOTA_E_NOMEM, "chunk at %" PRIu64 ": out of memory", j->offset);
-		goto out;
-	}
-	uint64_t done = 0;
-	while (done < j->size) {
-		ssize_t n = pread(j->fd, j->raw + done, j->size - done, (off_t)(j->offset + done));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			j->rc = fota_error_set(&j->err, FOTA_E_IO, "target image: read at %" PRIu64 ": %s",
-					       j->offset + done, n < 0 ? strerror(errno) : "file shrank");
-			goto out;
-		}
-		done += (uint64_t)n;
-	}
-	fota_sha256(j->raw, j->size, j->target_sha256);
-	ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, j->level);
-	ZSTD_CCtx_setParameter(cctx, ZSTD_c_windowLog, (int)j->window_log);
-	ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 0);
-	ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 1);
-	size_t z = ZSTD_compress2(cctx, j->payload, bound, j->raw, j->size);
-	if (ZSTD_isError(z)) {
-		j->rc = fota_error_set(&j->err, FOTA_E_COMPRESS, "chunk at %" PRIu64 ": zstd: %s", j->offset,
-				       ZSTD_getErrorName(z));
-		goto out;
-	}
-	j->payload_len = z;
-	fota_sha256(j->payload, z, j->payload_sha256);
-	j->rc = FOTA_OK;
-out:
-	ZSTD_freeCCtx(cctx);
-}
-
-static void *worker(void *arg)
-{
-	struct pool *p = arg;
-	for (;;) {
-		pthread_mutex_lock(&p->lock);
-		size_t i = p->next < p->n ? p->next++ : p->n;
-		pthread_mutex_unlock(&p->lock);
-		if (i >= p->n)
-			return NULL;
-		run_job(&p->jobs[i]);
-	}
-}
-
-static void run_pool(struct job *jobs, size_t n, unsigned threads)
-{
-	struct pool p = { .jobs = jobs, .n = n, .next = 0 };
-	pthread_mutex_init(&p.lock, NULL);
-	pthread_t tids[MAX_THREADS];
-	unsigned started = 0;
-	for (unsigned t = 1; t < threads && t < n; t++)
-		if (pthread_create(&tids[started], NULL, worker, &p) == 0)
-			started++;
-	worker(&p);
-	for (unsigned t = 0; t < started; t++)
-		pthread_join(tids[t], NULL);
-	pthread_mutex_destroy(&p.lock);
-}
-
-/* ---- progress ---- */
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void progress(bool on, uint64_t done, uint64_t total, double t0)
-{
-	if (!on)
-		return;
-	double el = now_s() - t0;
-	double rate = el > 0 ? (double)done / el : 0;
-	double eta = rate > 0 ? (double)(total - done) / rate : 0;
-	fprintf(stderr, "\rpacking %5.1f%%  %7.1f MB/s  ETA %4.0fs ", total ? 100.0 * (double)done / (double)total : 100.0,
-		rate / 1e6, eta);
-	if (done == total)
-		fputc('\n', stderr);
-	fflush(stderr);
-}
-
-/* ---- build ---- */
-
-static uint32_t window_log_for(uint64_t chunk)
-{
-	uint32_t w = 10;
-	while (w < 27 && (1ull << w) < chunk)
-		w++;
-	return w;
-}
-
-static fota_status spool_write(int fd, const void *data, size_t len, struct fota_error *err)
-{
-	const uint8_t *p = data;
-	while (len) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return fota_error_set(err, FOTA_E_IO, "spool: write: %s", strerror(errno));
-		p += n;
-		len -= (size_t)n;
-	}
-	return FOTA_OK;
-}
-
-static fota_status spool_read(int fd, uint64_t off, void *buf, size_t len, struct fota_error *err)
-{
-	uint8_t *p = buf;
-	while (len) {
-		ssize_t n = pread(fd, p, len, (off_t)off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return fota_error_set(err, FOTA_E_IO, "spool: read: %s", n < 0 ? strerror(errno) : "short");
-		p += n;
-		off += (uint64_t)n;
-		len -= (size_t)n;
-	}
-	return FOTA_OK;
-}
-
-static char *base_name(const char *path)
-{
-	const char *s = strrchr(path, '/');
-	return strdup(s ? s + 1 : path);
-}
-
-/* Open a spool file next to the output and unlink it at once: it vanishes with us. */
-static int open_spool(const char *output, struct fota_error *err)
-{
-	char *tmpl = NULL;
-	if (asprintf(&tmpl, "%s.spool.XXXXXX", output) < 0) {
-		fota_error_set(err, FOTA_E_NOMEM, "out of memory");
-		return -1;
-	}
-	int fd = mkstemp(tmpl);
-	if (fd < 0)
-		fota_error_set(err, FOTA_E_IO, "%s: %s", tmpl, strerror(errno));
-	else
-		unlink(tmpl);
-	free(tmpl);
-	return fd;
-}
-
-static json_t *summary_json(const struct fota_manifest *m, uint64_t pkg_size)
-{
-	json_t *root = json_object();
-	json_object_set_new(root, "package", json_string(m->name));
-	json_object_set_new(root, "version", json_string(m->version));
-	json_object_set_new(root, "package_bytes", json_integer((json_int_t)pkg_size));
-	json_t *imgs = json_array();
-	uint64_t total_target = 0;
-	for (size_t i = 0; i < m->n_images; i++) {
-		const struct fota_image *im = &m->images[i];
-		json_t *ji = json_object();
-		uint64_t payload = 0;
-		json_t *chunks = json_array();
-		for (size_t c = 0; c < im->n_chunks; c++) {
-			const struct fota_chunk *ch = &im->chunks[c];
-			payload += ch->payload_size;
-			json_t *jc = json_object();
-			json_object_set_new(jc, "target_offset", json_integer((json_int_t)ch->target_offset));
-			json_object_set_new(jc, "target_bytes", json_integer((json_int_t)ch->target_size));
-			json_object_set_new(jc, "method", json_string(fota_method_name(ch->method)));
-			json_object_set_new(jc, "payload_bytes", json_integer((json_int_t)ch->payload_size));
-			json_array_append_new(chunks, jc);
-		}
-		total_target += im->target_size;
-		json_object_set_new(ji, "name", json_string(im->name));
-		json_object_set_new(ji, "target_bytes", json_integer((json_int_t)im->target_size));
-		json_object_set_new(ji, "payload_bytes", json_integer((json_int_t)payload));
-		json_object_set_new(ji, "ratio", json_real(im->target_size ? (double)payload / (double)im->target_size : 0));
-		json_object_set_new(ji, "chunks", chunks);
-		json_array_append_new(imgs, ji);
-	}
-	json_object_set_new(root, "target_bytes", json_integer((json_int_t)total_target));
-	json_object_set_new(root, "ratio", json_real(total_target ? (double)pkg_size / (double)total_target : 0));
-	json_object_set_new(root, "images", imgs);
-	return root;
-}
-
-static fota_status write_package(const struct options *o, const struct fota_manifest *m,
-				 const char *mjson, size_t mlen, const uint8_t *sig, size_t slen,
-				 int spool_fd, const uint64_t *spool_off, struct fota_error *err)
-{
-	struct fota_pkg_writer *w = NULL;
-	uint8_t *buf = NULL;
-	fota_status rc = fota_pkg_writer_open(o->output, &w, err);
-	if (rc)
-		return rc;
-	rc = fota_pkg_writer_add(w, "manifest.json", mjson, mlen, err);
-	if (!rc && sig)
-		rc = fota_pkg_writer_add(w, "manifest.sig", sig, slen, err);
-	buf = malloc(FOTA_PAYLOAD_MAX);
-	if (!rc && !buf)
-		rc = fota_error_set(err, FOTA_E_NOMEM, "out of memory");
-	size_t k = 0;
-	for (size_t i = 0; !rc && i < m->n_images; i++) {
-		for (size_t c = 0; !rc && c < m->images[i].n_chunks; c++, k++) {
-			const struct fota_chunk *ch = &m->images[i].chunks[c];
-			char name[FOTA_PAYLOAD_NAME_MAX];
-			fota_pkg_payload_name(m->images[i].name, c, ch->method, name);
-			rc = spool_read(spool_fd, spool_off[k], buf, ch->payload_size, err);
-			if (!rc)
-				rc = fota_pkg_writer_add(w, name, buf, ch->payload_size, err);
-		}
-	}
-	free(buf);
-	if (rc) {
-		fota_pkg_writer_abort(w);
-		return rc;
-	}
-	return fota_pkg_writer_commit(w, err);
-}
-
-static fota_status build(const struct options *o, struct fota_error *err)
-{
-	fota_status rc = FOTA_OK;
-	struct fota_manifest *m = NULL;
-	struct fota_signer *signer = NULL;
-	struct job *jobs = NULL;
-	uint64_t *spool_off = NULL;
-	char *mjson = NULL;
-	uint8_t *sig = NULL;
-	size_t mlen = 0, slen = 0;
-	int fd = -1, spool = -1;
-	struct fota_sha256 *img_hash = NULL;
-
-	if (!o->unsigned_pkg) {
-		rc = fota_signer_load(o->key, o->cert, o->chain, o->pss ? FOTA_SIG_PAD_PSS : FOTA_SIG_PAD_DEFAULT,
-				      &signer, err);
-		if (rc)
-			goto out;
-	}
-	fd = open(o->to, O_RDONLY | O_CLOEXEC);
-	struct stat st;
-	if (fd < 0 || fstat(fd, &st) != 0) {
-		rc = fota_error_set(err, FOTA_E_IO, "%s: %s", o->to, strerror(errno));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
-		rc = fota_error_set(err, FOTA_E_IO, "%s: not a regular file or block device", o->to);
-		goto out;
-	}
-	uint64_t size = (uint64_t)st.st_size;
-	if (size > FOTA_IMAGE_SIZE_MAX) {
-		rc = fota_error_set(err, FOTA_E_LIMIT, "%s: %" PRIu64 " bytes, limit %llu", o->to, size,
-				    (unsigned long long)FOTA_IMAGE_SIZE_MAX);
-		goto out;
-	}
-	uint64_t n_chunks = (size + o->chunk_size - 1) / o->chunk_size;
-	if (n_chunks > FOTA_CHUNKS_MAX) {
-		rc = fota_error_set(err, FOTA_E_LIMIT,
-				    "%s: %" PRIu64 " chunks of %" PRIu64 " bytes exceed the limit of %u chunks; use a larger --chunk-size",
-				    o->to, n_chunks, o->chunk_size, FOTA_CHUNKS_MAX);
-		goto out;
-	}
-
-	m = calloc(1, sizeof(*m));
-	if (!m) {
-		rc = fota_error_set(err, FOTA_E_NOMEM, "out of memory");
-		goto out;
-	}
-	m->format_version = FOTA_FORMAT_VERSION;
-	m->name = o->name ? strdup(o->name) : base_name(o->to);
-	m->version = strdup(o->version ? o->version : "1");
-	m->from_version = o->from_version ? strdup(o->from_version) : NULL;
-	m->n_models = o->n_models;
-	m->models = o->n_models ? calloc(o->n_models, sizeof(char *)) : NULL;
-	for (size_t i = 0; m->models && i < o->n_models; i++)
-		m->models[i] = strdup(o->models[i]);
-	m->security_version = o->security_version;
-	m->expires = o->expires;
-	m->mode = FOTA_MODE_AB;
-	m->window_log = window_log_for(o->chunk_size);
-	m->policy.priority = (enum fota_priority)o->priority;
-	m->policy.silent = o->silent;
-	m->policy.roaming = (enum fota_roaming)o->roaming;
-	m->policy.install_message = o->install_message ? strdup(o->install_message) : NULL;
-	m->n_images = 1;
-	m->images = calloc(1, sizeof(struct fota_image));
-	if (!m->name || !m->version || !m->images || (o->n_models && !m->models)) {
-		rc = fota_error_set(err, FOTA_E_NOMEM, "out of memory");
-		goto out;
-	}
-	struct fota_image *im = &m->images[0];
-	snprintf(im->name, sizeof(im->name), "%s", o->image_name);
-	im->target_size = size;
-	im->n_chunks = (size_t)n_chunks;
-	im->chunks = n_chunks ? calloc((size_t)n_chunks, sizeof(struct fota_chunk)) : NULL;
-	spool_off = calloc((size_t)n_chunks + 1, sizeof(uint64_t));
-	img_hash = fota_sha256_new();
-	if ((n_chunks && !im->chunks) || !spool_off || !img_hash) {
-		rc = fota_error_set(err, FOTA_E_NOMEM, "out of memory");
-		goto out;
-	}
-	spool = open_spool(o->output, err);
-	if (spool < 0) {
-		rc = err->code;
-		goto out;
-	}
-
-	bool show = !o->quiet && isatty(STDERR_FILENO);
-	double t0 = now_s();
-	size_t batch = (size_t)o->threads * 2;
-	jobs = calloc(batch, sizeof(*jobs));
-	if (!jobs) {
-		rc = fota_error_set(err, FOTA_E_NOMEM, "out of memory");
-		goto out;
-	}
-	uint64_t spooled = 0;
-	for (size_t first = 0; first < n_chunks; first += batch) {
-		size_t n = n_chunks - first < batch ? (size_t)(n_chunks - first) : batch;
-		for (size_t j = 0; j < n; j++) {
-			uint64_t off = (first + j) * o->chunk_size;
-			jobs[j] = (struct job){ .fd = fd, .offset = off,
-						.size = size - off < o->chunk_size ? size - off : o->chunk_size,
-						.level = o->level, .window_log = m->window_log };
-		}
-		run_pool(jobs, n, o->threads);
-		for (size_t j = 0; j < n; j++) {
-			struct job *jb = &jobs[j];
-			if (!rc && jb->rc) {
-				rc = jb->rc;
-				*err = jb->err;
-			}
-			if (!rc) {
-				struct fota_chunk *ch = &im->chunks[first + j];
-				ch->target_offset = jb->offset;
-				ch->target_size = jb->size;
-				memcpy(ch->target_sha256, jb->target_sha256, FOTA_SHA256_LEN);
-				ch->method = FOTA_METHOD_FULL;
-				ch->payload_size = jb->payload_len;
-				memcpy(ch->payload_sha256, jb->payload_sha256, FOTA_SHA256_LEN);
-				fota_sha256_update(img_hash, jb->raw, jb->size);
-				spool_off[first + j] = spooled;
-				rc = spool_write(spool, jb->payload, jb->payload_len, err);
-				spooled += jb->payload_len;
-			}
-			free(jb->payload);
-			free(jb->raw);
-			jb->payload = jb->raw = NULL;
-		}
-		if (rc)
-			goto out;
-		progress(show, (first + n) * o->chunk_size < size ? (first + n) * o->chunk_size : size, size, t0);
-	}
-	if (n_chunks == 0)
-		progress(show, 0, 0, t0);
-	fota_sha256_final(img_hash, im->target_sha256);
-
-	rc = fota_manifest_serialize(m, &mjson, &mlen, err);
-	if (rc)
-		goto out;
-	if (signer) {
-		int64_t when = -1;
-		const char *sde = getenv("SOURCE_DATE_EPOCH");
-		uint64_t v;
-		if (sde && *sde) {
-			if (fota_parse_u64(sde, &v) != 0 || v > INT64_MAX) {
-				rc = fota_error_set(err, FOTA_E_ARG, "SOURCE_DATE_EPOCH: not a Unix time: %s", sde);
-				goto out;
-			}
-			when = (int64_t)v;
-		}
-		rc = fota_sig_sign(signer, (const uint8_t *)mjson, mlen, when, &sig, &slen, err);
-		if (rc)
-			goto out;
-	}
-	rc = write_package(o, m, mjson, mlen, sig, slen, spool, spool_off, err);
-	if (rc)
-		goto out;
-
-	uint64_t pkg_size = fota_pkg_head_size(mlen, slen) + 2 * FOTA_TAR_BLOCK;
-	for (size_t c = 0; c < im->n_chunks; c++)
-		pkg_size += fota_pkg_member_span(im->chunks[c].payload_size);
-	if (o->json) {
-		json_t *js = summary_json(m, pkg_size);
-		json_object_set_new(js, "output", json_string(o->output));
-		json_object_set_new(js, "signed", json_boolean(signer != NULL));
-		json_dumpf(js, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-		fputc('\n', stdout);
-		json_decref(js);
-	}
-	if (!o->quiet)
-		fprintf(stderr, "%s: wrote %s: %" PRIu64 " bytes (%.1f%% of the %" PRIu64 "-byte image), %zu chunks, %.1fs\n",
-			progname, o->output, pkg_size, size ? 100.0 * (double)pkg_size / (double)size : 0.0, size,
-			im->n_chunks, now_s() - t0);
-out:
-	fota_sha256_free(img_hash);
-	free(jobs);
-	free(spool_off);
-	free(mjson);
-	free(sig);
-	if (fd >= 0)
-		close(fd);
-	if (spool >= 0)
-		close(spool);
-	fota_manifest_free(m);
-	fota_signer_free(signer);
-	return rc;
-}
-
 /* ---- attach an external signature ---- */
 
 static fota_status attach(const struct options *o, struct fota_error *err)
@@ -637,7 +189,7 @@ static fota_status attach(const struct options *o, struct fota_error *err)
 		rc = fota_error_set(err, FOTA_E_NOMEM, "out of memory");
 		goto out;
 	}
-	rc = fota_pkg_writer_open(o->output, &w, err);
+	rc = fota_pkg_writer_open(o->p.output, &w, err);
 	if (!rc)
 		rc = fota_pkg_writer_add(w, "manifest.json", mj, mlen, err);
 	if (!rc)
@@ -670,7 +222,7 @@ static fota_status attach(const struct options *o, struct fota_error *err)
 	rc = fota_pkg_writer_commit(w, err);
 	w = NULL;
 	if (!rc && !o->quiet)
-		fprintf(stderr, "%s: wrote %s\n", progname, o->output);
+		fprintf(stderr, "%s: wrote %s\n", progname, o->p.output);
 out:
 	fota_pkg_writer_abort(w);
 	fota_pkg_reader_close(r);
@@ -685,14 +237,14 @@ out:
 /* ---- command line ---- */
 
 enum {
-	OPT_TO = 256, OPT_KEY, OPT_CERT, OPT_CHAIN, OPT_PSS, OPT_UNSIGNED, OPT_ATTACH, OPT_TRUST,
-	OPT_CHUNK, OPT_NAME, OPT_VER, OPT_FROMVER, OPT_IMAGE, OPT_MODEL, OPT_SECVER, OPT_EXPIRES,
-	OPT_PRIO, OPT_SILENT, OPT_ROAM, OPT_MSG, OPT_THREADS, OPT_LEVEL, OPT_JSON, OPT_QUIET,
+	OPT_TO = 256, OPT_FROM, OPT_IMAGE, OPT_KEY, OPT_CERT, OPT_CHAIN, OPT_PSS, OPT_UNSIGNED, OPT_ATTACH,
+	OPT_TRUST, OPT_CHUNK, OPT_MODE, OPT_SCRATCH, OPT_WINDOW, OPT_NAME, OPT_VER, OPT_FROMVER, OPT_IMAGE_NAME,
+	OPT_MODEL, OPT_SECVER, OPT_EXPIRES, OPT_PRIO, OPT_SILENT, OPT_ROAM, OPT_MSG, OPT_THREADS, OPT_LEVEL,
+	OPT_JSON, OPT_QUIET,
 };
 
-static bool valid_image_name(const char *s)
+static bool valid_image_name(const char *s, size_t n)
 {
-	size_t n = strlen(s);
 	if (n == 0 || n > FOTA_IMAGE_NAME_MAX)
 		return false;
 	for (size_t i = 0; i < n; i++)
@@ -701,10 +253,28 @@ static bool valid_image_name(const char *s)
 	return true;
 }
 
+/* NAME:OLD:NEW (OLD may be empty for a full image). The strings stay in argv. */
+static int parse_image_arg(char *arg, struct pack_image *out)
+{
+	char *c1 = strchr(arg, ':');
+	if (!c1)
+		return -1;
+	char *c2 = strchr(c1 + 1, ':');
+	if (!c2 || !valid_image_name(arg, (size_t)(c1 - arg)) || c2[1] == '\0')
+		return -1;
+	*c1 = *c2 = '\0';
+	out->name = arg;
+	out->old_path = c1[1] ? c1 + 1 : NULL;
+	out->new_path = c2 + 1;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "to", required_argument, NULL, OPT_TO },
+		{ "from", required_argument, NULL, OPT_FROM },
+		{ "image", required_argument, NULL, OPT_IMAGE },
 		{ "key", required_argument, NULL, OPT_KEY },
 		{ "cert", required_argument, NULL, OPT_CERT },
 		{ "chain", required_argument, NULL, OPT_CHAIN },
@@ -713,10 +283,13 @@ int main(int argc, char **argv)
 		{ "attach-signature", required_argument, NULL, OPT_ATTACH },
 		{ "trust", required_argument, NULL, OPT_TRUST },
 		{ "chunk-size", required_argument, NULL, OPT_CHUNK },
+		{ "mode", required_argument, NULL, OPT_MODE },
+		{ "scratch-max", required_argument, NULL, OPT_SCRATCH },
+		{ "window", required_argument, NULL, OPT_WINDOW },
 		{ "name", required_argument, NULL, OPT_NAME },
 		{ "version", required_argument, NULL, OPT_VER },
 		{ "from-version", required_argument, NULL, OPT_FROMVER },
-		{ "image-name", required_argument, NULL, OPT_IMAGE },
+		{ "image-name", required_argument, NULL, OPT_IMAGE_NAME },
 		{ "device-model", required_argument, NULL, OPT_MODEL },
 		{ "security-version", required_argument, NULL, OPT_SECVER },
 		{ "expires", required_argument, NULL, OPT_EXPIRES },
@@ -730,15 +303,21 @@ int main(int argc, char **argv)
 		{ "quiet", no_argument, NULL, OPT_QUIET },
 		{ "output", required_argument, NULL, 'o' },
 		{ "help", no_argument, NULL, 'h' },
-		{ "print-version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct options o = { .chunk_size = DEFAULT_CHUNK, .image_name = "system", .priority = FOTA_PRIO_MEDIUM,
-			     .roaming = FOTA_ROAM_DENY, .level = DEFAULT_LEVEL };
+	struct options o = { .image_name = "system" };
+	struct pack_options *p = &o.p;
+	p->chunk_size = DEFAULT_CHUNK;
+	p->mode = FOTA_MODE_AB;
+	p->scratch_max = DEFAULT_SCRATCH;
+	p->delta_window_log = DEFAULT_DELTA_WLOG;
+	p->priority = FOTA_PRIO_MEDIUM;
+	p->roaming = FOTA_ROAM_DENY;
+	p->level = DEFAULT_LEVEL;
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
-	o.threads = cores > 0 ? (unsigned)(cores > MAX_THREADS ? MAX_THREADS : cores) : 1;
+	p->threads = cores > 0 ? (unsigned)(cores > MAX_THREADS ? MAX_THREADS : cores) : 1;
 	uint64_t v;
-	int c;
+	int c, mode;
 	/* "--version VER" sets the package version (FUMO PkgVersion); "--version" alone, or -V,
 	 * prints the program version. */
 	if (argc == 2 && strcmp(argv[1], "--version") == 0) {
@@ -748,89 +327,129 @@ int main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "o:hV", longopts, NULL)) != -1) {
 		switch (c) {
 		case OPT_TO: o.to = optarg; break;
-		case OPT_KEY: o.key = optarg; break;
-		case OPT_CERT: o.cert = optarg; break;
-		case OPT_CHAIN: o.chain = optarg; break;
-		case OPT_PSS: o.pss = true; break;
-		case OPT_UNSIGNED: o.unsigned_pkg = true; break;
+		case OPT_FROM: o.from = optarg; break;
+		case OPT_IMAGE:
+			if (p->n_images >= FOTA_IMAGES_MAX)
+				return die_usage("--image: at most %d images", FOTA_IMAGES_MAX);
+			if (parse_image_arg(optarg, &p->images[p->n_images]) != 0)
+				return die_usage("--image: '%s' is not NAME:OLD:NEW (NAME: 1-32 of a-z 0-9 _ -; OLD may be empty)", optarg);
+			for (size_t i = 0; i < p->n_images; i++)
+				if (strcmp(p->images[i].name, p->images[p->n_images].name) == 0)
+					return die_usage("--image: image '%s' given twice", p->images[i].name);
+			p->n_images++;
+			break;
+		case OPT_KEY: p->key = optarg; break;
+		case OPT_CERT: p->cert = optarg; break;
+		case OPT_CHAIN: p->chain = optarg; break;
+		case OPT_PSS: p->pss = true; break;
+		case OPT_UNSIGNED: p->unsigned_pkg = true; break;
 		case OPT_ATTACH: o.attach_sig = optarg; break;
 		case OPT_TRUST: o.trust_check = optarg; break;
 		case OPT_CHUNK:
 			if (fota_parse_size(optarg, &v) != 0 || v < FOTA_CHUNK_SIZE_MIN || v > FOTA_CHUNK_SIZE_MAX)
 				return die_usage("--chunk-size: '%s' is not a size between 4K and 64M", optarg);
-			o.chunk_size = v;
+			p->chunk_size = v;
 			break;
-		case OPT_NAME: o.name = optarg; break;
-		case OPT_VER: o.version = optarg; break;
-		case OPT_FROMVER: o.from_version = optarg; break;
-		case OPT_IMAGE:
-			if (!valid_image_name(optarg))
+		case OPT_MODE:
+			if ((mode = fota_mode_parse(optarg)) < 0)
+				return die_usage("--mode: '%s' is not ab or inplace", optarg);
+			p->mode = (enum fota_mode)mode;
+			break;
+		case OPT_SCRATCH:
+			if (fota_parse_size(optarg, &v) != 0 || v > FOTA_IMAGE_SIZE_MAX)
+				return die_usage("--scratch-max: '%s' is not a size up to 1T", optarg);
+			p->scratch_max = v;
+			break;
+		case OPT_WINDOW:
+			if (fota_parse_size(optarg, &v) != 0 || v < 1024 || v > FOTA_WINDOW_MAX || (v & (v - 1)))
+				return die_usage("--window: '%s' is not a power of two between 1K and 128M", optarg);
+			for (p->delta_window_log = 10; (1ull << p->delta_window_log) < v; p->delta_window_log++)
+				;
+			break;
+		case OPT_NAME: p->name = optarg; break;
+		case OPT_VER: p->version = optarg; break;
+		case OPT_FROMVER: p->from_version = optarg; break;
+		case OPT_IMAGE_NAME:
+			if (!valid_image_name(optarg, strlen(optarg)))
 				return die_usage("--image-name: '%s' must be 1-32 characters of a-z 0-9 _ -", optarg);
 			o.image_name = optarg;
 			break;
 		case OPT_MODEL:
-			if (o.n_models >= FOTA_MODELS_MAX)
+			if (p->n_models >= FOTA_MODELS_MAX)
 				return die_usage("--device-model: at most %d models", FOTA_MODELS_MAX);
-			o.models[o.n_models++] = optarg;
+			p->models[p->n_models++] = optarg;
 			break;
 		case OPT_SECVER:
-			if (fota_parse_u64(optarg, &v) != 0 || v > (1ull << 53))
+			if (fota_parse_u64(optarg, &v) != 0 || v > (uint64_t)INT64_MAX)
 				return die_usage("--security-version: '%s' is not a non-negative integer", optarg);
-			o.security_version = v;
+			p->security_version = v;
 			break;
 		case OPT_EXPIRES:
-			if (fota_time_parse(optarg, &o.expires) != 0 || o.expires <= 0)
+			if (fota_time_parse(optarg, &p->expires) != 0 || p->expires <= 0)
 				return die_usage("--expires: '%s' is not YYYY-MM-DDTHH:MM:SSZ", optarg);
 			break;
 		case OPT_PRIO:
-			if ((o.priority = fota_priority_parse(optarg)) < 0)
+			if ((p->priority = fota_priority_parse(optarg)) < 0)
 				return die_usage("--priority: '%s' is not low, medium or high", optarg);
 			break;
-		case OPT_SILENT: o.silent = true; break;
+		case OPT_SILENT: p->silent = true; break;
 		case OPT_ROAM:
-			if ((o.roaming = fota_roaming_parse(optarg)) < 0)
+			if ((p->roaming = fota_roaming_parse(optarg)) < 0)
 				return die_usage("--roaming: '%s' is not allow, deny or wifi-only", optarg);
 			break;
-		case OPT_MSG: o.install_message = optarg; break;
+		case OPT_MSG: p->install_message = optarg; break;
 		case OPT_THREADS:
 			if (fota_parse_u64(optarg, &v) != 0 || v < 1 || v > MAX_THREADS)
 				return die_usage("--threads: '%s' is not between 1 and %d", optarg, MAX_THREADS);
-			o.threads = (unsigned)v;
+			p->threads = (unsigned)v;
 			break;
 		case OPT_LEVEL:
 			if (fota_parse_u64(optarg, &v) != 0 || v < 1 || v > 22)
 				return die_usage("--level: '%s' is not between 1 and 22", optarg);
-			o.level = (int)v;
+			p->level = (int)v;
 			break;
-		case OPT_JSON: o.json = true; break;
-		case OPT_QUIET: o.quiet = true; break;
-		case 'o': o.output = optarg; break;
+		case OPT_JSON: p->json = true; break;
+		case OPT_QUIET: p->quiet = o.quiet = true; break;
+		case 'o': p->output = optarg; break;
 		case 'h': usage(stdout); return EXIT_OK;
 		case 'V': printf("fota-pack %s (format %d)\n", PACK_VERSION, FOTA_FORMAT_VERSION); return EXIT_OK;
 		default: fprintf(stderr, "Try '%s --help'.\n", progname); return EXIT_USAGE;
 		}
 	}
-	if (!o.output)
+	if (!p->output)
 		return die_usage("missing -o OUT");
 	struct fota_error err = { 0 };
 	fota_status rc;
 	if (o.attach_sig) {
 		if (optind != argc - 1)
 			return die_usage("--attach-signature needs exactly one UNSIGNED package argument");
-		if (o.to || o.key || o.cert)
-			return die_usage("--attach-signature does not take --to, --key or --cert");
+		if (o.to || o.from || p->n_images || p->key || p->cert)
+			return die_usage("--attach-signature does not take --to, --from, --image, --key or --cert");
 		o.attach_in = argv[optind];
 		rc = attach(&o, &err);
 	} else {
 		if (optind != argc)
 			return die_usage("unexpected argument '%s'", argv[optind]);
-		if (!o.to)
-			return die_usage("missing --to NEW.img");
-		if (o.unsigned_pkg && (o.key || o.cert || o.chain))
+		if (o.to && p->n_images)
+			return die_usage("use either --from/--to or --image, not both");
+		if (o.from && !o.to)
+			return die_usage("--from needs --to");
+		if (o.to) {
+			p->images[0] = (struct pack_image){ o.image_name, o.from, o.to };
+			p->n_images = 1;
+		}
+		if (!p->n_images)
+			return die_usage("missing --to NEW.img (or --image NAME:OLD:NEW)");
+		if (p->mode == FOTA_MODE_INPLACE)
+			for (size_t i = 0; i < p->n_images; i++)
+				if (!p->images[i].old_path)
+					return die_usage("--mode inplace: image '%s' needs a source (--from, or --image NAME:OLD:NEW)",
+							 p->images[i].name);
+		if (p->unsigned_pkg && (p->key || p->cert || p->chain))
 			return die_usage("--unsigned does not take --key, --cert or --chain");
-		if (!o.unsigned_pkg && (!o.key || !o.cert))
+		if (!p->unsigned_pkg && (!p->key || !p->cert))
 			return die_usage("missing --key and --cert (or --unsigned)");
-		rc = build(&o, &err);
+		rc = pack_build(p, &err);
 	}
 	if (rc) {
 		fprintf(stderr, "%s: %s\n", progname, err.msg[0] ? err.msg : fota_strerror(rc));
