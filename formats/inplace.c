@@ -364,10 +364,11 @@ fota_status fota_inplace_plan(struct fota_chunk *chunks, size_t n, uint64_t scra
 			continue;
 		p.done[i] = true;
 		order[placed++] = i;
-		/* The stashes others need from i are copied right before i runs. */
+		/* The stashes others need from i are copied right before i runs (readers that
+		 * already ran read the partition before i touched it, and released theirs). */
 		for (size_t q = p.by_i_start[i]; q < p.by_i_start[i + 1]; q++) {
 			const struct edge *e = &p.e[p.by_i[q]];
-			if (e->state == E_STASHED && !p.conv[e->j]) {
+			if (e->state == E_STASHED && !p.conv[e->j] && !p.done[e->j]) {
 				rc = add_stash(&chunks[i], e, err);
 				if (rc == FOTA_E_LIMIT) {
 					convert(&p, e->j);
@@ -379,8 +380,12 @@ fota_status fota_inplace_plan(struct fota_chunk *chunks, size_t n, uint64_t scra
 		/* i has run: its stashes are no longer needed, and what it read may now be overwritten. */
 		for (size_t q = p.by_j_start[i]; q < p.by_j_start[i + 1]; q++) {
 			size_t k = p.by_j[q];
-			if (p.e[k].state == E_STASHED)
+			if (p.e[k].state == E_STASHED) {
 				scratch_free(&p, k);
+				/* Stashed, but i has not run yet: i reads the intact partition instead. */
+				if (!p.done[p.e[k].i])
+					p.e[k].state = E_SATISFIED;
+			}
 			release(&p, k, E_SATISFIED);
 		}
 	}
