@@ -641,13 +641,20 @@ static void engine_roundtrip(const char *tag, const uint8_t *old, size_t olen, c
 	struct fota_delta_script *s = NULL;
 	struct fota_error e;
 	fota_status st = fota_delta_diff(old, olen, nw, nlen, &opts, &s, &e);
-	if (st != FOTA_OK)
+	CU_ASSERT_EQUAL(st, FOTA_OK);
+	if (st != FOTA_OK) {
 		fprintf(stderr, "\n  %s: fota_delta_diff: %s\n", tag, e.msg);
-	CU_ASSERT_EQUAL_FATAL(st, FOTA_OK);
+		return;
+	}
 	CU_ASSERT_EQUAL(s->new_size, nlen);
 	uint8_t *patch = NULL;
 	size_t plen = 0;
-	CU_ASSERT_EQUAL_FATAL(fota_bsdiff40_encode(s, &patch, &plen, &e), FOTA_OK);
+	st = fota_bsdiff40_encode(s, &patch, &plen, &e);
+	CU_ASSERT_EQUAL(st, FOTA_OK);
+	if (st != FOTA_OK) {
+		fota_delta_script_free(s);
+		return;
+	}
 	CU_ASSERT_TRUE(plen < nlen / 4);
 
 	struct mem_io m = {patch, plen, old, olen, malloc(nlen), 0, nlen, 0, 0};
