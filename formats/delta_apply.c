@@ -39,7 +39,8 @@ int fota_delta_detect(const uint8_t *head, size_t len)
 	return -1;
 }
 
-uint64_t fota_delta_apply_mem(unsigned ctrl_wlog, unsigned diff_wlog, unsigned extra_wlog, unsigned block_log)
+uint64_t fota_delta_apply_mem(unsigned ctrl_wlog, unsigned diff_wlog, unsigned extra_wlog, unsigned block_log,
+			      unsigned prefix_log)
 {
 	uint64_t m = 0;
 	m += ZSTD_estimateDStreamSize((size_t)1 << ctrl_wlog);
@@ -47,6 +48,8 @@ uint64_t fota_delta_apply_mem(unsigned ctrl_wlog, unsigned diff_wlog, unsigned e
 	m += ZSTD_estimateDStreamSize((size_t)1 << extra_wlog);
 	m += delta_piece_bound(DELTA_CTRL_CAP) + 2 * delta_piece_bound(UINT64_C(1) << block_log); /* block */
 	m += DELTA_CTRL_CAP + 3 * DELTA_IO_BUF + 4096; /* control, source, diff, target buffers; state */
+	if (prefix_log) /* window blocks: the source window, the decoded block, a decoder */
+		m += (UINT64_C(1) << prefix_log) + (UINT64_C(1) << block_log) + ZSTD_estimateDCtxSize();
 	return m;
 }
 
@@ -62,6 +65,8 @@ struct applier {
 	const struct fota_delta_io *io;
 	uint64_t source_size, new_size;
 	struct zin z[3];
+	ZSTD_DCtx *wd;
+	uint8_t *prefix, *wout;
 	uint8_t *block, *ctrl, *sbuf, *dbuf, *obuf;
 	size_t olen;
 	uint64_t written;
@@ -95,6 +100,10 @@ static fota_status zread(struct applier *a, int i, uint8_t *dst, size_t len, uin
 static fota_status zdrain(struct applier *a, int i, uint64_t blk, struct fota_error *err)
 {
 	struct zin *z = &a->z[i];
+	/* An empty piece adds nothing the previous drain has not seen (and a decoder call
+	 * without input counts against zstd's no-progress limit). */
+	if (z->in.size == 0)
+		return FOTA_OK;
 	for (;;) {
 		if (z->ended) {
 			if (z->in.pos != z->in.size)
@@ -173,9 +182,12 @@ static fota_status apply_fota(const struct fota_delta_io *io, uint64_t source_si
 	if (h[8] != DELTA_VERSION)
 		return fota_error_set(err, FOTA_E_UNSUPPORTED, "delta: patch version %u, this build reads %u", h[8],
 				      DELTA_VERSION);
-	if (h[9] != 0 || h[14] != 0 || h[15] != 0)
+	if (h[9] != 0 || h[15] != 0)
 		return fota_error_set(err, FOTA_E_UNSUPPORTED, "delta: header: unknown flags or reserved bytes set");
-	unsigned wl[3] = {h[10], h[11], h[12]}, block_log = h[13];
+	unsigned wl[3] = {h[10], h[11], h[12]}, block_log = h[13], prefix_log = h[14];
+	if (prefix_log && (prefix_log < DELTA_WLOG_MIN || prefix_log > DELTA_WLOG_MAX))
+		return fota_error_set(err, FOTA_E_PATCH, "delta: header: source window log %u outside [%d, %d]",
+				      prefix_log, DELTA_WLOG_MIN, DELTA_WLOG_MAX);
 	for (int i = 0; i < 3; i++)
 		if (wl[i] < DELTA_WLOG_MIN || wl[i] > DELTA_WLOG_MAX)
 			return fota_error_set(err, FOTA_E_PATCH, "delta: header: %s window log %u outside [%d, %d]",
@@ -193,11 +205,12 @@ static fota_status apply_fota(const struct fota_delta_io *io, uint64_t source_si
 				      source_size, old_size);
 	if (new_size > INT64_MAX || old_size > INT64_MAX)
 		return fota_error_set(err, FOTA_E_PATCH, "delta: header: sizes above 2^63");
-	uint64_t need = fota_delta_apply_mem(wl[0], wl[1], wl[2], block_log);
+	uint64_t need = fota_delta_apply_mem(wl[0], wl[1], wl[2], block_log, prefix_log);
 	if (need > mem_limit)
 		return fota_error_set(err, FOTA_E_LIMIT,
-				      "delta: patch needs %" PRIu64 " bytes of memory (windows 2^%u, 2^%u, 2^%u; "
-				      "blocks 2^%u), limit %" PRIu64, need, wl[0], wl[1], wl[2], block_log, mem_limit);
+				      "delta: patch needs %" PRIu64 " bytes of memory (stream windows 2^%u, 2^%u, 2^%u; "
+				      "blocks 2^%u; source window 2^%u), limit %" PRIu64, need, wl[0], wl[1], wl[2],
+				      block_log, prefix_log, mem_limit);
 	a.new_size = new_size;
 
 	uint64_t block_max = UINT64_C(1) << block_log;
@@ -207,7 +220,12 @@ static fota_status apply_fota(const struct fota_delta_io *io, uint64_t source_si
 	a.sbuf = malloc(DELTA_IO_BUF);
 	a.dbuf = malloc(DELTA_IO_BUF);
 	a.obuf = malloc(DELTA_IO_BUF);
-	if (!a.block || !a.ctrl || !a.sbuf || !a.dbuf || !a.obuf) {
+	if (prefix_log) {
+		a.prefix = malloc((size_t)1 << prefix_log);
+		a.wout = malloc((size_t)block_max);
+		a.wd = ZSTD_createDCtx();
+	}
+	if (!a.block || !a.ctrl || !a.sbuf || !a.dbuf || !a.obuf || (prefix_log && (!a.prefix || !a.wout || !a.wd))) {
 		st = fota_error_set(err, FOTA_E_NOMEM, "delta: apply: out of memory");
 		goto out;
 	}
@@ -221,6 +239,7 @@ static fota_status apply_fota(const struct fota_delta_io *io, uint64_t source_si
 	}
 
 	uint64_t poff = DELTA_HDR_LEN, produced = 0, blk = 0;
+	int script_seen = 0;
 	int64_t opos = 0;
 	do {
 		uint8_t bh[DELTA_BLK_HDR_MAX];
@@ -234,7 +253,75 @@ static fota_status apply_fota(const struct fota_delta_io *io, uint64_t source_si
 		if (st != FOTA_OK)
 			goto out;
 		size_t bp = 0;
-		uint64_t new_len, ctrl_raw, cl[3];
+		uint64_t kind, new_len, ctrl_raw, cl[3];
+		if (get_varint(bh, bhl, &bp, &kind)) {
+			st = fota_error_set(err, FOTA_E_PATCH, "delta: block %" PRIu64 ": truncated header", blk);
+			goto out;
+		}
+		if (kind == DELTA_KIND_WINDOW) {
+			uint64_t soff, slen, clen;
+			if (get_varint(bh, bhl, &bp, &new_len) || get_varint(bh, bhl, &bp, &soff) ||
+			    get_varint(bh, bhl, &bp, &slen) || get_varint(bh, bhl, &bp, &clen)) {
+				st = fota_error_set(err, FOTA_E_PATCH, "delta: block %" PRIu64 ": truncated header", blk);
+				goto out;
+			}
+			if (!prefix_log) {
+				st = fota_error_set(err, FOTA_E_PATCH, "delta: block %" PRIu64
+						    ": source-window block in a patch whose header declares none", blk);
+				goto out;
+			}
+			if (new_len == 0 || new_len > block_max || new_len > new_size - produced) {
+				st = fota_error_set(err, FOTA_E_PATCH, "delta: block %" PRIu64 ": target length %" PRIu64
+						    " invalid (block max %" PRIu64 ", %" PRIu64 " bytes left)", blk, new_len,
+						    block_max, new_size - produced);
+				goto out;
+			}
+			if (slen > (UINT64_C(1) << prefix_log) || soff > source_size || slen > source_size - soff) {
+				st = fota_error_set(err, FOTA_E_PATCH, "delta: block %" PRIu64 ": source window [%" PRIu64
+						    ", +%" PRIu64 ") outside the source (%" PRIu64 " bytes) or above 2^%u",
+						    blk, soff, slen, source_size, prefix_log);
+				goto out;
+			}
+			if (clen > delta_piece_bound(new_len) || clen > io->patch_size - poff - bp) {
+				st = fota_error_set(err, FOTA_E_PATCH, "delta: block %" PRIu64 ": compressed length %" PRIu64
+						    " above its bound or past the patch end", blk, clen);
+				goto out;
+			}
+			poff += bp;
+			st = io->read_patch(io->ctx, poff, a.block, (size_t)clen, err);
+			if (st == FOTA_OK && slen)
+				st = io->read_source(io->ctx, soff, a.prefix, (size_t)slen, err);
+			if (st != FOTA_OK)
+				goto out;
+			poff += clen;
+			size_t r = ZSTD_DCtx_refPrefix(a.wd, a.prefix, (size_t)slen);
+			if (!ZSTD_isError(r))
+				r = ZSTD_decompressDCtx(a.wd, a.wout, (size_t)new_len, a.block, (size_t)clen);
+			if (ZSTD_isError(r)) {
+				st = fota_error_set(err, FOTA_E_COMPRESS, "delta: block %" PRIu64 ": zstd: %s", blk,
+						    ZSTD_getErrorName(r));
+				goto out;
+			}
+			if (r != new_len) {
+				st = fota_error_set(err, FOTA_E_PATCH, "delta: block %" PRIu64 ": decodes to %zu bytes, states %"
+						    PRIu64, blk, r, new_len);
+				goto out;
+			}
+			st = flush_out(&a, err);
+			if (st == FOTA_OK)
+				st = io->write_target(io->ctx, a.wout, (size_t)new_len, err);
+			if (st != FOTA_OK)
+				goto out;
+			a.written += new_len;
+			produced += new_len;
+			blk++;
+			continue;
+		}
+		if (kind != DELTA_KIND_SCRIPT) {
+			st = fota_error_set(err, FOTA_E_PATCH, "delta: block %" PRIu64 ": unknown kind %" PRIu64, blk, kind);
+			goto out;
+		}
+		script_seen = 1;
 		if (get_varint(bh, bhl, &bp, &new_len) || get_varint(bh, bhl, &bp, &ctrl_raw) ||
 		    get_varint(bh, bhl, &bp, &cl[0]) || get_varint(bh, bhl, &bp, &cl[1]) ||
 		    get_varint(bh, bhl, &bp, &cl[2])) {
@@ -345,19 +432,19 @@ static fota_status apply_fota(const struct fota_delta_io *io, uint64_t source_si
 			goto out;
 		}
 		produced += new_len;
-		int last = produced == new_size;
 		for (int i = 0; i < 3; i++) {
 			st = zdrain(&a, i, blk, err);
 			if (st != FOTA_OK)
 				goto out;
-			if (last && !a.z[i].ended) {
-				st = fota_error_set(err, FOTA_E_PATCH, "delta: %s stream does not end with the last block",
-						    sname[i]);
-				goto out;
-			}
 		}
 		blk++;
 	} while (produced < new_size);
+	for (int i = 0; i < 3; i++)
+		if (script_seen && !a.z[i].ended) {
+			st = fota_error_set(err, FOTA_E_PATCH, "delta: %s stream does not end with the last script block",
+					    sname[i]);
+			goto out;
+		}
 	if (poff != io->patch_size) {
 		st = fota_error_set(err, FOTA_E_PATCH, "delta: %" PRIu64 " bytes after the last block",
 				    io->patch_size - poff);
@@ -369,6 +456,9 @@ static fota_status apply_fota(const struct fota_delta_io *io, uint64_t source_si
 out:
 	for (int i = 0; i < 3; i++)
 		ZSTD_freeDStream(a.z[i].d);
+	ZSTD_freeDCtx(a.wd);
+	free(a.prefix);
+	free(a.wout);
 	free(a.block);
 	free(a.ctrl);
 	free(a.sbuf);

@@ -29,6 +29,9 @@
  * changes patches (not their validity). */
 #define DIFF_SLICE (UINT64_C(1) << 20)
 
+/* Rejected matches longer than this are skipped over but for their last DIFF_SKIP_MIN bytes. */
+#define DIFF_SKIP_MIN 32
+
 struct seg {
 	uint64_t nstart, ostart, len; /* new[nstart..+len) ~ old[ostart..+len) */
 };
@@ -103,15 +106,23 @@ static int64_t search(const struct matcher *m, const uint8_t *p, int64_t plen, i
 		st = 0;
 		en = m->oldsize - 1;
 	}
+	/* Both bounds share a known prefix with p; comparisons start after the shorter one. */
+	int64_t lst = 0, len_ = 0;
 	while (en - st >= 2) {
 		int64_t x = st + (en - st) / 2;
 		int64_t o = m->sa[x];
 		int64_t n = m->oldsize - o < plen ? m->oldsize - o : plen;
-		int64_t l = matchlen(m->old + o, n, p, n);
-		if (l < n ? m->old[o + l] < p[l] : n < plen)
+		int64_t k = lst < len_ ? lst : len_;
+		if (k > n)
+			k = n;
+		int64_t l = k + matchlen(m->old + o + k, n - k, p + k, n - k);
+		if (l < n ? m->old[o + l] < p[l] : n < plen) {
 			st = x;
-		else
+			lst = l;
+		} else {
 			en = x;
+			len_ = l;
+		}
 	}
 	int64_t a = matchlen(m->old + m->sa[st], m->oldsize - m->sa[st], p, plen);
 	int64_t b = matchlen(m->old + m->sa[en], m->oldsize - m->sa[en], p, plen);
@@ -144,6 +155,16 @@ static int match_slice(const struct matcher *m, int64_t s0, int64_t s1, struct s
 				break;
 			if (scan + lastoffset >= 0 && scan + lastoffset < oldsize && old[scan + lastoffset] == new[scan])
 				oldscore--;
+			/* A long match the current alignment already covers: the next positions
+			 * would find its tails again, each costing a search. Skip most of it. */
+			if (len > DIFF_SKIP_MIN) {
+				int64_t end = scan + len - DIFF_SKIP_MIN;
+				for (scan++; scan < end; scan++)
+					if (scan + lastoffset >= 0 && scan + lastoffset < oldsize &&
+					    old[scan + lastoffset] == new[scan])
+						oldscore--;
+				scan--;
+			}
 		}
 		if (len != oldscore || scan == s1) {
 			int64_t s = 0, sf = 0, lenf = 0;
@@ -253,7 +274,7 @@ static fota_status build_script(const uint8_t *old, uint64_t old_size, const uin
 	}
 	uint64_t npos = 0, opos = 0;
 	size_t k = 0;
-	if (segs->n == 0 || segs->v[0].nstart > 0) {
+	if (segs->n == 0 || segs->v[0].nstart > 0 || segs->v[0].ostart > 0) {
 		uint64_t c = segs->n ? segs->v[0].nstart : new_size;
 		int64_t seek = segs->n ? (int64_t)segs->v[0].ostart : 0;
 		s->ctrl[k++] = (struct fota_delta_ctrl){0, c, seek};
@@ -430,4 +451,179 @@ fota_status fota_delta_script_check(const struct fota_delta_script *s, struct fo
 	if ((s->diff_len && !s->diff) || (s->extra_len && !s->extra))
 		return fota_error_set(err, FOTA_E_ARG, "delta: script: NULL diff or extra");
 	return FOTA_OK;
+}
+
+/* ------------------------------------------------------------------ slice */
+
+struct piece {
+	uint64_t add, copy;   /* a piece is an add run followed by a copy run */
+	uint64_t ostart;      /* old position of the add (when add > 0) */
+	uint64_t doff, eoff;  /* offsets into the script's diff and extra */
+};
+
+static int cmp_range(const void *x, const void *y)
+{
+	const struct fota_delta_range *a = x, *b = y;
+	return a->off < b->off ? -1 : a->off > b->off;
+}
+
+fota_status fota_delta_script_slice(const struct fota_delta_script *s, uint64_t new_off, uint64_t new_len,
+				    struct fota_delta_script **out, struct fota_delta_range **ranges,
+				    size_t *n_ranges, struct fota_error *err)
+{
+	fota_status st;
+	struct piece *pc = NULL;
+	struct fota_delta_range *rg = NULL;
+	struct fota_delta_script *o = NULL;
+	size_t np = 0, cap = 0, nr = 0;
+	*out = NULL;
+	*ranges = NULL;
+	*n_ranges = 0;
+	st = fota_delta_script_check(s, err);
+	if (st != FOTA_OK)
+		return fota_error_prefix(err, "delta: slice: ");
+	if (new_off > s->new_size || new_len > s->new_size - new_off)
+		return fota_error_set(err, FOTA_E_ARG, "delta: slice: [%" PRIu64 ", +%" PRIu64 ") outside the new size %"
+				      PRIu64, new_off, new_len, s->new_size);
+	uint64_t end = new_off + new_len, npos = 0, dpos = 0, epos = 0;
+	int64_t opos = 0;
+	/* Collect the pieces of each triple that fall inside [new_off, end). */
+	for (size_t i = 0; i < s->n_ctrl && npos < end; i++) {
+		const struct fota_delta_ctrl *c = &s->ctrl[i];
+		struct piece q = {0, 0, 0, 0, 0};
+		/* add run [npos, npos + add) */
+		uint64_t a0 = npos, a1 = npos + c->add;
+		if (a1 > new_off && a0 < end) {
+			uint64_t lo = a0 > new_off ? a0 : new_off, hi = a1 < end ? a1 : end;
+			q.add = hi - lo;
+			q.ostart = (uint64_t)opos + (lo - a0);
+			q.doff = dpos + (lo - a0);
+		}
+		uint64_t c0 = a1, c1 = a1 + c->copy;
+		if (c1 > new_off && c0 < end) {
+			uint64_t lo = c0 > new_off ? c0 : new_off, hi = c1 < end ? c1 : end;
+			q.copy = hi - lo;
+			q.eoff = epos + (lo - c0);
+		}
+		if (q.add || q.copy) {
+			if (np == cap) {
+				cap = cap ? cap * 2 : 64;
+				struct piece *nv = realloc(pc, cap * sizeof(*nv));
+				if (!nv)
+					goto nomem;
+				pc = nv;
+			}
+			pc[np++] = q;
+		}
+		npos = c1;
+		dpos += c->add;
+		epos += c->copy;
+		opos += (int64_t)c->add + c->seek;
+	}
+	/* Old ranges read, sorted and merged. */
+	rg = malloc((np ? np : 1) * sizeof(*rg));
+	if (!rg)
+		goto nomem;
+	for (size_t i = 0; i < np; i++)
+		if (pc[i].add)
+			rg[nr++] = (struct fota_delta_range){pc[i].ostart, pc[i].add};
+	qsort(rg, nr, sizeof(*rg), cmp_range);
+	size_t m = 0;
+	for (size_t i = 0; i < nr; i++) {
+		if (m && rg[i].off <= rg[m - 1].off + rg[m - 1].len) {
+			uint64_t e = rg[i].off + rg[i].len;
+			if (e > rg[m - 1].off + rg[m - 1].len)
+				rg[m - 1].len = e - rg[m - 1].off;
+		} else {
+			rg[m++] = rg[i];
+		}
+	}
+	nr = m;
+	/* The sub-script over the concatenation of the ranges. */
+	o = calloc(1, sizeof(*o));
+	if (!o)
+		goto nomem;
+	o->new_size = new_len;
+	for (size_t i = 0; i < nr; i++)
+		o->old_size += rg[i].len;
+	o->ctrl = calloc(np + 1, sizeof(*o->ctrl));
+	uint64_t dl = 0, el = 0;
+	for (size_t i = 0; i < np; i++) {
+		dl += pc[i].add;
+		el += pc[i].copy;
+	}
+	o->diff = malloc(dl ? dl : 1);
+	o->extra = malloc(el ? el : 1);
+	if (!o->ctrl || !o->diff || !o->extra)
+		goto nomem;
+	/* rebased start of each add: offset within its range plus the range's place */
+	uint64_t cur = 0;
+	size_t k = 0;
+	int64_t *start = malloc((np ? np : 1) * sizeof(*start));
+	uint64_t *rbase = malloc((nr ? nr : 1) * sizeof(*rbase));
+	if (!start || !rbase) {
+		free(start);
+		free(rbase);
+		goto nomem;
+	}
+	for (size_t r = 0; r < nr; r++)
+		rbase[r] = r ? rbase[r - 1] + rg[r - 1].len : 0;
+	for (size_t i = 0; i < np; i++) {
+		start[i] = -1;
+		if (!pc[i].add)
+			continue;
+		size_t lo = 0, hi = nr; /* last range with off <= ostart */
+		while (hi - lo > 1) {
+			size_t mid = (lo + hi) / 2;
+			if (rg[mid].off <= pc[i].ostart)
+				lo = mid;
+			else
+				hi = mid;
+		}
+		start[i] = (int64_t)(rbase[lo] + (pc[i].ostart - rg[lo].off));
+	}
+	free(rbase);
+	/* start[i] becomes the start of the next add after piece i (-1: none) */
+	int64_t first = -1;
+	for (size_t i = np; i-- > 0;) {
+		int64_t here = start[i];
+		start[i] = first;
+		if (here >= 0)
+			first = here;
+	}
+	/* a leading seek when the first piece adds from a non-zero position */
+	if (np && pc[0].add && first != 0)
+		o->ctrl[k++] = (struct fota_delta_ctrl){0, 0, first};
+	cur = np && pc[0].add ? (uint64_t)first : 0;
+	for (size_t i = 0; i < np; i++) {
+		memcpy(o->diff + o->diff_len, s->diff + pc[i].doff, pc[i].add);
+		o->diff_len += pc[i].add;
+		memcpy(o->extra + o->extra_len, s->extra + pc[i].eoff, pc[i].copy);
+		o->extra_len += pc[i].copy;
+		cur += pc[i].add;
+		int64_t next = start[i];
+		int64_t seek = next < 0 ? 0 : next - (int64_t)cur;
+		cur = (uint64_t)((int64_t)cur + seek);
+		o->ctrl[k++] = (struct fota_delta_ctrl){pc[i].add, pc[i].copy, seek};
+	}
+	free(start);
+	o->n_ctrl = k;
+	st = fota_delta_script_check(o, err);
+	if (st != FOTA_OK) {
+		st = fota_error_set(err, FOTA_E_INTERNAL, "delta: slice: result fails its check: %s", err ? err->msg : "");
+		goto out;
+	}
+	*out = o;
+	*ranges = rg;
+	*n_ranges = nr;
+	o = NULL;
+	rg = NULL;
+	goto out;
+nomem:
+	st = fota_error_set(err, FOTA_E_NOMEM, "delta: slice: out of memory");
+out:
+	fota_delta_script_free(o);
+	free(rg);
+	free(pc);
+	return st;
 }

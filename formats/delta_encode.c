@@ -9,6 +9,14 @@
  * pieces decode with nothing but that stream's history, and apply needs one window per
  * stream plus one block of compressed input. The three streams are compressed on up to
  * three threads; each stream's bytes do not depend on the thread count.
+ *
+ * With the images at hand (fota_delta_encode_full), each block is also tried as a
+ * source-window block: the target bytes compressed by zstd with a window of the source
+ * (centred where the block's controls read, at most 2^window_log bytes) as a raw prefix,
+ * which finds the many short matches of recompiled code that bsdiff-style matching
+ * leaves in the extra stream. The cheaper coding wins, judged on a fast trial
+ * compression of both; the final pass compresses the chosen codings at the real level.
+ * Every job is deterministic, so the patch does not depend on the thread count.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -60,100 +68,6 @@ static uint64_t zigzag(int64_t v)
 	return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
 }
 
-struct block {
-	uint64_t new_len;
-	size_t ctrl_off, ctrl_len;  /* raw control bytes, in ctrl buffer */
-	uint64_t diff_off, diff_len;
-	uint64_t extra_off, extra_len;
-	size_t clen[3];             /* compressed piece lengths */
-};
-
-struct blocks {
-	struct block *v;
-	size_t n, cap;
-};
-
-static struct block *block_new(struct blocks *b)
-{
-	if (b->n == b->cap) {
-		size_t cap = b->cap ? b->cap * 2 : 64;
-		struct block *nv = realloc(b->v, cap * sizeof(*nv));
-		if (!nv)
-			return NULL;
-		b->v = nv;
-		b->cap = cap;
-	}
-	struct block *k = &b->v[b->n++];
-	memset(k, 0, sizeof(*k));
-	return k;
-}
-
-/* One stream's job: compress the listed pieces, flushing after each. */
-struct zjob {
-	int level;
-	unsigned wlog;
-	const uint8_t *data;
-	struct blocks *blocks;
-	int which;             /* 0 ctrl, 1 diff, 2 extra */
-	uint64_t total;        /* raw bytes in the stream */
-	struct buf out;
-	fota_status st;
-	char msg[160];
-};
-
-static void *zjob_run(void *arg)
-{
-	struct zjob *j = arg;
-	ZSTD_CCtx *cc = ZSTD_createCCtx();
-	j->st = FOTA_OK;
-	if (!cc) {
-		j->st = FOTA_E_NOMEM;
-		snprintf(j->msg, sizeof(j->msg), "out of memory");
-		return NULL;
-	}
-	size_t r = ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, j->level);
-	if (!ZSTD_isError(r))
-		r = ZSTD_CCtx_setParameter(cc, ZSTD_c_windowLog, (int)j->wlog);
-	if (!ZSTD_isError(r))
-		r = ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, 1);
-	if (!ZSTD_isError(r))
-		r = ZSTD_CCtx_setPledgedSrcSize(cc, j->total);
-	for (size_t i = 0; i < j->blocks->n && !ZSTD_isError(r); i++) {
-		struct block *k = &j->blocks->v[i];
-		uint64_t off = j->which == 0 ? k->ctrl_off : j->which == 1 ? k->diff_off : k->extra_off;
-		uint64_t len = j->which == 0 ? k->ctrl_len : j->which == 1 ? k->diff_len : k->extra_len;
-		ZSTD_inBuffer in = {j->data + off, (size_t)len, 0};
-		ZSTD_EndDirective mode = i + 1 == j->blocks->n ? ZSTD_e_end : ZSTD_e_flush;
-		size_t before = j->out.len;
-		for (;;) {
-			if (buf_reserve(&j->out, ZSTD_CStreamOutSize()) != 0) {
-				j->st = FOTA_E_NOMEM;
-				snprintf(j->msg, sizeof(j->msg), "out of memory");
-				goto out;
-			}
-			ZSTD_outBuffer ob = {j->out.p + j->out.len, j->out.cap - j->out.len, 0};
-			r = ZSTD_compressStream2(cc, &ob, &in, mode);
-			j->out.len += ob.pos;
-			if (ZSTD_isError(r) || r == 0)
-				break;
-		}
-		k->clen[j->which] = j->out.len - before;
-		if (!ZSTD_isError(r) && k->clen[j->which] > delta_piece_bound(len)) {
-			j->st = FOTA_E_INTERNAL;
-			snprintf(j->msg, sizeof(j->msg), "block %zu: piece of %zu bytes above its bound", i,
-				 k->clen[j->which]);
-			goto out;
-		}
-	}
-	if (ZSTD_isError(r)) {
-		j->st = FOTA_E_COMPRESS;
-		snprintf(j->msg, sizeof(j->msg), "zstd: %s", ZSTD_getErrorName(r));
-	}
-out:
-	ZSTD_freeCCtx(cc);
-	return NULL;
-}
-
 static unsigned ceil_log2(uint64_t v)
 {
 	unsigned l = 0;
@@ -162,16 +76,435 @@ static unsigned ceil_log2(uint64_t v)
 	return l;
 }
 
-fota_status fota_delta_encode(const struct fota_delta_script *s, const struct fota_delta_opts *opts,
-			      uint8_t **patch, size_t *patch_len, struct fota_error *err)
+/* A block whose script leaves less than 1/WINDOW_EXTRA_DIV of it to the extra stream,
+ * in fewer than WINDOW_PARTS_MIN controls, is coded as script without a window trial. */
+#define WINDOW_EXTRA_DIV 32
+#define WINDOW_PARTS_MIN 64
+
+/* A piece of a control triple that stays within one block. */
+struct part {
+	uint64_t add, copy;
+	uint64_t astart; /* where the add reads in old (when add > 0) */
+};
+
+struct block {
+	int kind;
+	uint64_t new_off, new_len;
+	size_t p0, p1;              /* parts */
+	uint64_t diff_off, diff_len;
+	uint64_t extra_off, extra_len;
+	size_t ctrl_off, ctrl_len;  /* raw control bytes, in the control buffer */
+	size_t clen[3];             /* compressed script pieces */
+	uint64_t src_off, src_len;  /* source window */
+	uint8_t *wz;                /* compressed window block */
+	size_t wzlen;
+	uint64_t est_a, est_b;
+};
+
+struct plan {
+	const struct fota_delta_script *s;
+	const uint8_t *old, *new;
+	struct part *parts;
+	size_t n_parts, cap_parts;
+	struct block *blocks;
+	size_t n_blocks, cap_blocks;
+	struct buf ctrl;
+};
+
+static int push_part(struct plan *p, uint64_t a, uint64_t c, uint64_t st)
+{
+	if (p->n_parts == p->cap_parts) {
+		size_t cap = p->cap_parts ? p->cap_parts * 2 : 1024;
+		struct part *nv = realloc(p->parts, cap * sizeof(*nv));
+		if (!nv)
+			return -1;
+		p->parts = nv;
+		p->cap_parts = cap;
+	}
+	p->parts[p->n_parts++] = (struct part){a, c, st};
+	return 0;
+}
+
+static struct block *push_block(struct plan *p)
+{
+	if (p->n_blocks == p->cap_blocks) {
+		size_t cap = p->cap_blocks ? p->cap_blocks * 2 : 64;
+		struct block *nv = realloc(p->blocks, cap * sizeof(*nv));
+		if (!nv)
+			return NULL;
+		p->blocks = nv;
+		p->cap_blocks = cap;
+	}
+	struct block *k = &p->blocks[p->n_blocks++];
+	memset(k, 0, sizeof(*k));
+	return k;
+}
+
+/* at most this many parts per block, so its control bytes (30 per triple at most, plus
+ * one leading seek) stay under DELTA_CTRL_CAP */
+#define PARTS_MAX ((DELTA_CTRL_CAP - 30) / 30)
+
+static int cut_blocks(struct plan *p, uint64_t block_max)
+{
+	const struct fota_delta_script *s = p->s;
+	struct block *k = push_block(p);
+	if (!k)
+		return -1;
+	uint64_t rem = block_max, dpos = 0, epos = 0, npos = 0;
+	int64_t op = 0;
+	for (size_t i = 0; i < s->n_ctrl; i++) {
+		uint64_t a = s->ctrl[i].add, c = s->ctrl[i].copy, st = (uint64_t)op;
+		op += (int64_t)a + s->ctrl[i].seek;
+		while (a || c) {
+			if (rem == 0 || k->p1 - k->p0 >= PARTS_MAX) {
+				k = push_block(p);
+				if (!k)
+					return -1;
+				k->p0 = k->p1 = p->n_parts;
+				k->new_off = npos;
+				k->diff_off = dpos;
+				k->extra_off = epos;
+				rem = block_max;
+			}
+			uint64_t ta = a < rem ? a : rem;
+			a -= ta;
+			rem -= ta;
+			uint64_t tc = 0;
+			if (a == 0) {
+				tc = c < rem ? c : rem;
+				c -= tc;
+				rem -= tc;
+			}
+			if (push_part(p, ta, tc, st) != 0)
+				return -1;
+			st += ta;
+			k->p1++;
+			k->new_len += ta + tc;
+			k->diff_len += ta;
+			k->extra_len += tc;
+			dpos += ta;
+			epos += tc;
+			npos += ta + tc;
+		}
+	}
+	return 0;
+}
+
+/* Control bytes of the script blocks; seeks go straight to where the next add reads, so
+ * the old position never leaves [0, old_size]. */
+static int serialize_ctrl(struct plan *p)
+{
+	p->ctrl.len = 0;
+	/* next add start after each part, over script blocks only */
+	uint64_t next = UINT64_MAX;
+	uint64_t *nxt = malloc((p->n_parts ? p->n_parts : 1) * sizeof(*nxt));
+	if (!nxt)
+		return -1;
+	for (size_t b = p->n_blocks; b-- > 0;) {
+		const struct block *k = &p->blocks[b];
+		if (k->kind != DELTA_KIND_SCRIPT)
+			continue;
+		for (size_t i = k->p1; i-- > k->p0;) {
+			nxt[i] = next;
+			if (p->parts[i].add)
+				next = p->parts[i].astart;
+		}
+	}
+	uint64_t first = next, cur = 0;
+	int started = 0;
+	for (size_t b = 0; b < p->n_blocks; b++) {
+		struct block *k = &p->blocks[b];
+		k->ctrl_off = p->ctrl.len;
+		k->ctrl_len = 0;
+		if (k->kind != DELTA_KIND_SCRIPT)
+			continue;
+		if (buf_reserve(&p->ctrl, (k->p1 - k->p0 + 1) * 30) != 0) {
+			free(nxt);
+			return -1;
+		}
+		uint8_t *o = p->ctrl.p + p->ctrl.len;
+		size_t n = 0;
+		for (size_t i = k->p0; i < k->p1; i++) {
+			const struct part *q = &p->parts[i];
+			if (!started) {
+				started = 1;
+				if (q->add && first != 0) {
+					n += put_varint(o + n, 0);
+					n += put_varint(o + n, 0);
+					n += put_varint(o + n, zigzag((int64_t)first));
+					cur = first;
+				}
+			}
+			cur += q->add;
+			int64_t sk = nxt[i] == UINT64_MAX ? 0 : (int64_t)nxt[i] - (int64_t)cur;
+			cur += (uint64_t)sk;
+			n += put_varint(o + n, q->add);
+			n += put_varint(o + n, q->copy);
+			n += put_varint(o + n, zigzag(sk));
+		}
+		k->ctrl_len = n;
+		p->ctrl.len += n;
+	}
+	free(nxt);
+	return 0;
+}
+
+struct wdelta {
+	int64_t d;
+	uint64_t w;
+};
+
+static int cmp_wdelta(const void *x, const void *y)
+{
+	const struct wdelta *a = x, *b = y;
+	return a->d < b->d ? -1 : a->d > b->d;
+}
+
+/* Where a block's source window goes: centred on the add-weighted median alignment
+ * (old position minus new position) of its controls; a block without adds keeps the
+ * previous block's alignment. */
+static int place_window(struct plan *p, struct block *k, uint64_t wmax, int64_t *last_delta)
+{
+	uint64_t old_size = p->s->old_size, total = 0, npos = k->new_off;
+	size_t n = 0;
+	struct wdelta *v = malloc((k->p1 - k->p0 + 1) * sizeof(*v));
+	if (!v)
+		return -1;
+	for (size_t i = k->p0; i < k->p1; i++) {
+		const struct part *q = &p->parts[i];
+		if (q->add) {
+			v[n++] = (struct wdelta){(int64_t)q->astart - (int64_t)npos, q->add};
+			total += q->add;
+		}
+		npos += q->add + q->copy;
+	}
+	if (n) {
+		qsort(v, n, sizeof(*v), cmp_wdelta);
+		uint64_t acc = 0;
+		for (size_t i = 0; i < n; i++) {
+			acc += v[i].w;
+			if (acc * 2 >= total) {
+				*last_delta = v[i].d;
+				break;
+			}
+		}
+	}
+	free(v);
+	uint64_t len = old_size < wmax ? old_size : wmax;
+	int64_t center = (int64_t)k->new_off + *last_delta + (int64_t)(k->new_len / 2);
+	int64_t off = center - (int64_t)(len / 2);
+	if (off < 0)
+		off = 0;
+	if ((uint64_t)off > old_size - len)
+		off = (int64_t)(old_size - len);
+	k->src_off = (uint64_t)off;
+	k->src_len = len;
+	return 0;
+}
+
+struct job {
+	struct plan *p;
+	int which;      /* 0..2 a script stream; 3 a window block */
+	size_t blk;     /* for a window block */
+	int level;
+	unsigned wlog;
+	int estimate;   /* store sizes into est_* instead of keeping output */
+	struct buf out;
+	fota_status st;
+	char msg[160];
+};
+
+static void job_fail(struct job *j, fota_status st, const char *m, const char *detail)
+{
+	j->st = st;
+	snprintf(j->msg, sizeof(j->msg), "%s%s", m, detail ? detail : "");
+}
+
+static void run_stream(struct job *j)
+{
+	struct plan *p = j->p;
+	const uint8_t *data = j->which == 0 ? p->ctrl.p : j->which == 1 ? p->s->diff : p->s->extra;
+	uint64_t total = 0;
+	size_t last = SIZE_MAX;
+	for (size_t i = 0; i < p->n_blocks; i++) {
+		const struct block *k = &p->blocks[i];
+		if (k->kind != DELTA_KIND_SCRIPT)
+			continue;
+		total += j->which == 0 ? k->ctrl_len : j->which == 1 ? k->diff_len : k->extra_len;
+		last = i;
+	}
+	if (last == SIZE_MAX)
+		return; /* no script block: the stream does not exist */
+	ZSTD_CCtx *cc = ZSTD_createCCtx();
+	if (!cc)
+		return job_fail(j, FOTA_E_NOMEM, "out of memory", NULL);
+	size_t r = ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, j->level);
+	if (!ZSTD_isError(r))
+		r = ZSTD_CCtx_setParameter(cc, ZSTD_c_windowLog, (int)j->wlog);
+	if (!ZSTD_isError(r))
+		r = ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, 1);
+	if (!ZSTD_isError(r))
+		r = ZSTD_CCtx_setPledgedSrcSize(cc, total);
+	for (size_t i = 0; i <= last && !ZSTD_isError(r); i++) {
+		struct block *k = &p->blocks[i];
+		if (k->kind != DELTA_KIND_SCRIPT)
+			continue;
+		uint64_t off = j->which == 0 ? k->ctrl_off : j->which == 1 ? k->diff_off : k->extra_off;
+		uint64_t len = j->which == 0 ? k->ctrl_len : j->which == 1 ? k->diff_len : k->extra_len;
+		ZSTD_inBuffer in = {data + off, (size_t)len, 0};
+		ZSTD_EndDirective mode = i == last ? ZSTD_e_end : ZSTD_e_flush;
+		size_t before = j->out.len;
+		for (;;) {
+			if (buf_reserve(&j->out, ZSTD_CStreamOutSize()) != 0) {
+				job_fail(j, FOTA_E_NOMEM, "out of memory", NULL);
+				goto out;
+			}
+			ZSTD_outBuffer ob = {j->out.p + j->out.len, j->out.cap - j->out.len, 0};
+			r = ZSTD_compressStream2(cc, &ob, &in, mode);
+			j->out.len += ob.pos;
+			if (ZSTD_isError(r) || r == 0)
+				break;
+		}
+		size_t cl = j->out.len - before;
+		if (j->estimate) {
+			k->est_a += cl;
+			j->out.len = 0;
+		} else {
+			k->clen[j->which] = cl;
+			if (!ZSTD_isError(r) && cl > delta_piece_bound(len)) {
+				job_fail(j, FOTA_E_INTERNAL, "piece above its bound", NULL);
+				goto out;
+			}
+		}
+	}
+	if (ZSTD_isError(r))
+		job_fail(j, FOTA_E_COMPRESS, "zstd: ", ZSTD_getErrorName(r));
+out:
+	ZSTD_freeCCtx(cc);
+}
+
+static void run_window(struct job *j)
+{
+	struct plan *p = j->p;
+	struct block *k = &p->blocks[j->blk];
+	ZSTD_CCtx *cc = ZSTD_createCCtx();
+	size_t cap = ZSTD_compressBound((size_t)k->new_len);
+	uint8_t *dst = malloc(cap);
+	if (!cc || !dst) {
+		job_fail(j, FOTA_E_NOMEM, "out of memory", NULL);
+		goto out;
+	}
+	unsigned wl = ceil_log2(k->src_len + k->new_len);
+	if (wl < DELTA_WLOG_MIN)
+		wl = DELTA_WLOG_MIN;
+	size_t r = ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, j->level);
+	if (!ZSTD_isError(r))
+		r = ZSTD_CCtx_setParameter(cc, ZSTD_c_windowLog, (int)wl);
+	if (!ZSTD_isError(r))
+		r = ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, 1);
+	if (!ZSTD_isError(r))
+		r = ZSTD_CCtx_refPrefix(cc, p->old + k->src_off, (size_t)k->src_len);
+	if (!ZSTD_isError(r))
+		r = ZSTD_compress2(cc, dst, cap, p->new + k->new_off, (size_t)k->new_len);
+	if (ZSTD_isError(r)) {
+		job_fail(j, FOTA_E_COMPRESS, "zstd: ", ZSTD_getErrorName(r));
+		goto out;
+	}
+	k->est_b = r;
+	k->wz = dst;
+	k->wzlen = r;
+	dst = NULL;
+out:
+	free(dst);
+	ZSTD_freeCCtx(cc);
+}
+
+struct pool {
+	struct job *jobs;
+	size_t n, next;
+	pthread_mutex_t lock;
+};
+
+static void *pool_worker(void *arg)
+{
+	struct pool *pl = arg;
+	for (;;) {
+		pthread_mutex_lock(&pl->lock);
+		size_t i = pl->next++;
+		pthread_mutex_unlock(&pl->lock);
+		if (i >= pl->n)
+			return NULL;
+		if (pl->jobs[i].which < 3)
+			run_stream(&pl->jobs[i]);
+		else
+			run_window(&pl->jobs[i]);
+	}
+}
+
+static void run_jobs(struct job *jobs, size_t n, unsigned threads)
+{
+	struct pool pl = {jobs, n, 0, PTHREAD_MUTEX_INITIALIZER};
+	pthread_t th[64];
+	unsigned started = 0;
+	for (unsigned t = 1; t < threads && t < 64 && t < n; t++)
+		if (pthread_create(&th[started], NULL, pool_worker, &pl) == 0)
+			started++;
+	pool_worker(&pl);
+	for (unsigned t = 0; t < started; t++)
+		pthread_join(th[t], NULL);
+}
+
+static int window_worth_trying(const struct block *k)
+{
+	return k->extra_len * WINDOW_EXTRA_DIV >= k->new_len || k->p1 - k->p0 >= WINDOW_PARTS_MIN;
+}
+
+/* Compress: the three script streams plus one job per window block (or, when estimating,
+ * per block). Jobs are ordered biggest-first for balance; results never depend on order. */
+static fota_status compress_all(struct plan *p, int level, const unsigned wl[3], int estimate, int try_window,
+				unsigned threads, struct buf outs[3], struct fota_error *err)
 {
 	static const char *names[3] = {"control", "diff", "extra"};
+	size_t nj = 3;
+	for (size_t i = 0; i < p->n_blocks; i++)
+		if (estimate && try_window && window_worth_trying(&p->blocks[i]))
+			nj++;
+	struct job *jobs = calloc(nj, sizeof(*jobs));
+	if (!jobs)
+		return fota_error_set(err, FOTA_E_NOMEM, "delta: encode: out of memory");
+	size_t n = 0;
+	for (int i = 2; i >= 0; i--)
+		jobs[n++] = (struct job){.p = p, .which = i, .level = level, .wlog = wl[i], .estimate = estimate};
+	for (size_t i = 0; i < p->n_blocks; i++)
+		if (estimate && try_window && window_worth_trying(&p->blocks[i]))
+			jobs[n++] = (struct job){.p = p, .which = 3, .blk = i, .level = level, .estimate = estimate};
+	run_jobs(jobs, nj, threads);
+	fota_status st = FOTA_OK;
+	for (size_t i = 0; i < nj; i++) {
+		if (jobs[i].st != FOTA_OK && st == FOTA_OK) {
+			if (jobs[i].which < 3)
+				st = fota_error_set(err, jobs[i].st, "delta: encode: %s stream: %s", names[jobs[i].which],
+						    jobs[i].msg);
+			else
+				st = fota_error_set(err, jobs[i].st, "delta: encode: block %zu: %s", jobs[i].blk, jobs[i].msg);
+		}
+		if (jobs[i].which < 3 && outs && !estimate) {
+			outs[jobs[i].which] = jobs[i].out;
+			jobs[i].out.p = NULL;
+		}
+		free(jobs[i].out.p);
+	}
+	free(jobs);
+	return st;
+}
+
+static fota_status encode(const struct fota_delta_script *s, const uint8_t *old, const uint8_t *new,
+			  const struct fota_delta_opts *opts, uint8_t **patch, size_t *patch_len,
+			  struct fota_error *err)
+{
 	fota_status st;
-	struct buf ctrl = {0}, out = {0};
-	struct blocks blocks = {0};
-	uint64_t *astart = NULL;
-	struct zjob jobs[3];
-	memset(jobs, 0, sizeof(jobs));
+	struct plan p = {.s = s, .old = old, .new = new};
+	struct buf outs[3] = {{0}}, out = {0};
 	*patch = NULL;
 	*patch_len = 0;
 
@@ -186,165 +519,122 @@ fota_status fota_delta_encode(const struct fota_delta_script *s, const struct fo
 	if (level < 1 || level > ZSTD_maxCLevel())
 		return fota_error_set(err, FOTA_E_ARG, "delta: encode: zstd level %d outside [1, %d]", level,
 				      ZSTD_maxCLevel());
-	unsigned block_log = DELTA_BLOCK_LOG_DEFAULT;
-	uint64_t block_max = UINT64_C(1) << block_log;
-
-	/* Windows no larger than the stream needs (a smaller one costs the device less). */
+	unsigned threads = fota_delta_threads(opts ? opts->threads : 0);
+	/* blocks no larger than the window, so a small window keeps apply's block buffer small */
+	unsigned block_log = wlog < DELTA_BLOCK_LOG_DEFAULT ? wlog : DELTA_BLOCK_LOG_DEFAULT;
+	if (block_log < DELTA_BLOCK_LOG_MIN)
+		block_log = DELTA_BLOCK_LOG_MIN;
 	unsigned wl[3];
-	wl[1] = ceil_log2(s->diff_len);
-	wl[2] = ceil_log2(s->extra_len);
-	wl[0] = DELTA_CTRL_WLOG_MAX; /* fixed below once the control bytes are known */
-	for (int i = 1; i < 3; i++) {
+	uint64_t lens[3] = {0, s->diff_len, s->extra_len};
+
+	if (cut_blocks(&p, UINT64_C(1) << block_log) != 0)
+		goto nomem;
+
+	int try_window = old && new && s->old_size > 0 && s->new_size > 0;
+	if (try_window) {
+		int64_t last_delta = (int64_t)0;
+		for (size_t i = 0; i < p.n_blocks; i++)
+			if (place_window(&p, &p.blocks[i], UINT64_C(1) << wlog, &last_delta) != 0)
+				goto nomem;
+		if (serialize_ctrl(&p) != 0)
+			goto nomem;
+		lens[0] = p.ctrl.len;
+		for (int i = 0; i < 3; i++) {
+			wl[i] = ceil_log2(lens[i]);
+			wl[i] = wl[i] > DELTA_STREAM_WLOG_MAX ? DELTA_STREAM_WLOG_MAX : wl[i] < DELTA_WLOG_MIN ? DELTA_WLOG_MIN : wl[i];
+			if (wl[i] > wlog)
+				wl[i] = wlog;
+		}
+		st = compress_all(&p, level, wl, 1, 1, threads, NULL, err);
+		if (st != FOTA_OK)
+			goto out;
+		for (size_t i = 0; i < p.n_blocks; i++) {
+			struct block *k = &p.blocks[i];
+			if (k->wz && k->est_b + 8 < k->est_a + 2 && k->est_b <= delta_piece_bound(k->new_len))
+				k->kind = DELTA_KIND_WINDOW;
+			if (k->kind != DELTA_KIND_WINDOW) {
+				free(k->wz);
+				k->wz = NULL;
+				k->wzlen = 0;
+			}
+			if (getenv("FOTA_DELTA_DEBUG"))
+				fprintf(stderr, "block %zu: script %" PRIu64 " window %" PRIu64 " -> %s\n", i, k->est_a,
+					k->est_b, k->kind ? "window" : "script");
+		}
+	}
+	if (serialize_ctrl(&p) != 0)
+		goto nomem;
+	lens[0] = p.ctrl.len;
+	lens[1] = lens[2] = 0;
+	for (size_t i = 0; i < p.n_blocks; i++)
+		if (p.blocks[i].kind == DELTA_KIND_SCRIPT) {
+			lens[1] += p.blocks[i].diff_len;
+			lens[2] += p.blocks[i].extra_len;
+		}
+	for (int i = 0; i < 3; i++) {
+		wl[i] = ceil_log2(lens[i]);
+		wl[i] = wl[i] > DELTA_STREAM_WLOG_MAX ? DELTA_STREAM_WLOG_MAX : wl[i] < DELTA_WLOG_MIN ? DELTA_WLOG_MIN : wl[i];
 		if (wl[i] > wlog)
 			wl[i] = wlog;
-		if (wl[i] < DELTA_WLOG_MIN)
-			wl[i] = DELTA_WLOG_MIN;
 	}
-
-	/* Cut the script into blocks. */
-	struct block *k = block_new(&blocks);
-	if (!k)
-		goto nomem;
-	uint64_t dpos = 0, epos = 0, rem = block_max;
-	k->diff_off = 0;
-	k->extra_off = 0;
-	/* Seeks are re-derived so that the old position always stays inside [0, old_size]
-	 * (the format requires it): each seek goes straight to where the next add reads. */
-	astart = malloc((s->n_ctrl ? s->n_ctrl : 1) * sizeof(*astart));
-	if (!astart)
-		goto nomem;
-	{
-		int64_t op = 0;
-		for (size_t i = 0; i < s->n_ctrl; i++) {
-			astart[i] = s->ctrl[i].add ? (uint64_t)op : UINT64_MAX;
-			op += (int64_t)s->ctrl[i].add + s->ctrl[i].seek;
-		}
-		uint64_t next = UINT64_MAX;
-		for (size_t i = s->n_ctrl; i-- > 0;) {
-			uint64_t here = astart[i];
-			astart[i] = next; /* now: where the next add after triple i reads */
-			if (here != UINT64_MAX)
-				next = here;
-		}
-	}
-	uint64_t cur = 0;
-	for (size_t i = 0; i < s->n_ctrl; i++) {
-		uint64_t a = s->ctrl[i].add, c = s->ctrl[i].copy;
-		cur += a;
-		int64_t sk = astart[i] == UINT64_MAX ? 0 : (int64_t)astart[i] - (int64_t)cur;
-		cur += (uint64_t)sk;
-		for (;;) {
-			int need_out = a > 0 || c > 0;
-			if ((need_out && rem == 0) || k->ctrl_len + 30 > DELTA_CTRL_CAP) {
-				k = block_new(&blocks);
-				if (!k)
-					goto nomem;
-				k->ctrl_off = ctrl.len;
-				k->diff_off = dpos;
-				k->extra_off = epos;
-				rem = block_max;
+	st = compress_all(&p, level, wl, 0, 0, threads, outs, err);
+	if (st != FOTA_OK)
+		goto out;
+	uint64_t prefix_max = 0;
+	size_t total = DELTA_HDR_LEN + outs[0].len + outs[1].len + outs[2].len;
+	for (size_t i = 0; i < p.n_blocks; i++) {
+		struct block *k = &p.blocks[i];
+		total += DELTA_BLK_HDR_MAX + k->wzlen;
+		if (k->kind == DELTA_KIND_WINDOW) {
+			if (k->wzlen > delta_piece_bound(k->new_len)) {
+				st = fota_error_set(err, FOTA_E_INTERNAL, "delta: encode: block %zu above its bound", i);
+				goto out;
 			}
-			uint64_t ta = a < rem ? a : rem;
-			a -= ta;
-			rem -= ta;
-			uint64_t tc = 0;
-			if (a == 0) {
-				tc = c < rem ? c : rem;
-				c -= tc;
-				rem -= tc;
-			}
-			int done = a == 0 && c == 0;
-			if (buf_reserve(&ctrl, 30) != 0)
-				goto nomem;
-			size_t n = put_varint(ctrl.p + ctrl.len, ta);
-			n += put_varint(ctrl.p + ctrl.len + n, tc);
-			n += put_varint(ctrl.p + ctrl.len + n, zigzag(done ? sk : 0));
-			ctrl.len += n;
-			k->ctrl_len += n;
-			k->new_len += ta + tc;
-			k->diff_len += ta;
-			k->extra_len += tc;
-			dpos += ta;
-			epos += tc;
-			if (done)
-				break;
+			if (k->src_len > prefix_max)
+				prefix_max = k->src_len;
 		}
 	}
-	free(astart);
-	astart = NULL;
-	/* a trailing block that produces nothing (only seeks) is dropped into its predecessor */
-	if (blocks.n > 1 && blocks.v[blocks.n - 1].new_len == 0) {
-		struct block *last = &blocks.v[blocks.n - 1], *prev = &blocks.v[blocks.n - 2];
-		if (prev->ctrl_len + last->ctrl_len <= DELTA_CTRL_CAP) {
-			prev->ctrl_len += last->ctrl_len;
-			blocks.n--;
-		}
-	}
-	wl[0] = ceil_log2(ctrl.len);
-	if (wl[0] > DELTA_CTRL_WLOG_MAX)
-		wl[0] = DELTA_CTRL_WLOG_MAX;
-	if (wl[0] > wlog)
-		wl[0] = wlog;
-	if (wl[0] < DELTA_WLOG_MIN)
-		wl[0] = DELTA_WLOG_MIN;
+	if (getenv("FOTA_DELTA_DEBUG"))
+		fprintf(stderr, "streams: ctrl %zu->%zu diff %" PRIu64 "->%zu extra %" PRIu64 "->%zu blocks %zu\n",
+			p.ctrl.len, outs[0].len, lens[1], outs[1].len, lens[2], outs[2].len, p.n_blocks);
 
-	/* Compress the three streams. */
-	const uint8_t *src[3] = {ctrl.p, s->diff, s->extra};
-	uint64_t tot[3] = {ctrl.len, s->diff_len, s->extra_len};
-	unsigned nt = fota_delta_threads(opts ? opts->threads : 0);
-	pthread_t th[3];
-	int started[3] = {0};
-	for (int i = 0; i < 3; i++) {
-		jobs[i] = (struct zjob){.level = level, .wlog = wl[i], .data = src[i], .blocks = &blocks,
-					.which = i, .total = tot[i]};
-	}
-	/* the biggest job (extra, then diff) runs on this thread; others on helpers if allowed */
-	for (int i = 0; i < 2; i++) {
-		if ((unsigned)i + 1 < nt && pthread_create(&th[i], NULL, zjob_run, &jobs[i]) == 0)
-			started[i] = 1;
-		else
-			zjob_run(&jobs[i]);
-	}
-	zjob_run(&jobs[2]);
-	for (int i = 0; i < 2; i++)
-		if (started[i])
-			pthread_join(th[i], NULL);
-	for (int i = 0; i < 3; i++)
-		if (jobs[i].st != FOTA_OK) {
-			st = fota_error_set(err, jobs[i].st, "delta: encode: %s stream: %s", names[i], jobs[i].msg);
-			goto out;
-		}
-
-	/* Assemble. */
-	size_t total = DELTA_HDR_LEN + blocks.n * DELTA_BLK_HDR_MAX + jobs[0].out.len + jobs[1].out.len +
-		       jobs[2].out.len;
 	if (buf_reserve(&out, total) != 0)
 		goto nomem;
 	uint8_t *h = out.p;
 	memset(h, 0, DELTA_HDR_LEN);
 	memcpy(h, DELTA_MAGIC, 8);
 	h[8] = DELTA_VERSION;
-	h[9] = 0;
 	h[10] = (uint8_t)wl[0];
 	h[11] = (uint8_t)wl[1];
 	h[12] = (uint8_t)wl[2];
 	h[13] = (uint8_t)block_log;
+	h[14] = (uint8_t)(prefix_max ? (ceil_log2(prefix_max) < DELTA_WLOG_MIN ? DELTA_WLOG_MIN : ceil_log2(prefix_max)) : 0);
 	for (int i = 0; i < 8; i++) {
 		h[16 + i] = (uint8_t)(s->old_size >> (8 * i));
 		h[24 + i] = (uint8_t)(s->new_size >> (8 * i));
 	}
 	out.len = DELTA_HDR_LEN;
 	size_t zoff[3] = {0, 0, 0};
-	for (size_t i = 0; i < blocks.n; i++) {
-		const struct block *b = &blocks.v[i];
-		out.len += put_varint(out.p + out.len, b->new_len);
-		out.len += put_varint(out.p + out.len, b->ctrl_len);
+	for (size_t i = 0; i < p.n_blocks; i++) {
+		const struct block *k = &p.blocks[i];
+		out.len += put_varint(out.p + out.len, (uint64_t)k->kind);
+		if (k->kind == DELTA_KIND_WINDOW) {
+			out.len += put_varint(out.p + out.len, k->new_len);
+			out.len += put_varint(out.p + out.len, k->src_off);
+			out.len += put_varint(out.p + out.len, k->src_len);
+			out.len += put_varint(out.p + out.len, k->wzlen);
+			memcpy(out.p + out.len, k->wz, k->wzlen);
+			out.len += k->wzlen;
+			continue;
+		}
+		out.len += put_varint(out.p + out.len, k->new_len);
+		out.len += put_varint(out.p + out.len, k->ctrl_len);
 		for (int j = 0; j < 3; j++)
-			out.len += put_varint(out.p + out.len, b->clen[j]);
+			out.len += put_varint(out.p + out.len, k->clen[j]);
 		for (int j = 0; j < 3; j++) {
-			memcpy(out.p + out.len, jobs[j].out.p + zoff[j], b->clen[j]);
-			out.len += b->clen[j];
-			zoff[j] += b->clen[j];
+			memcpy(out.p + out.len, outs[j].p + zoff[j], k->clen[j]);
+			out.len += k->clen[j];
+			zoff[j] += k->clen[j];
 		}
 	}
 	*patch = out.p;
@@ -356,10 +646,27 @@ nomem:
 	st = fota_error_set(err, FOTA_E_NOMEM, "delta: encode: out of memory");
 out:
 	for (int i = 0; i < 3; i++)
-		free(jobs[i].out.p);
-	free(ctrl.p);
+		free(outs[i].p);
+	for (size_t i = 0; i < p.n_blocks; i++)
+		free(p.blocks[i].wz);
+	free(p.blocks);
+	free(p.parts);
+	free(p.ctrl.p);
 	free(out.p);
-	free(blocks.v);
-	free(astart);
 	return st;
+}
+
+fota_status fota_delta_encode(const struct fota_delta_script *s, const struct fota_delta_opts *opts,
+			      uint8_t **patch, size_t *patch_len, struct fota_error *err)
+{
+	return encode(s, NULL, NULL, opts, patch, patch_len, err);
+}
+
+fota_status fota_delta_encode_full(const struct fota_delta_script *s, const uint8_t *old_data,
+				   const uint8_t *new_data, const struct fota_delta_opts *opts, uint8_t **patch,
+				   size_t *patch_len, struct fota_error *err)
+{
+	if (s && ((s->old_size && !old_data) || (s->new_size && !new_data)))
+		return fota_error_set(err, FOTA_E_ARG, "delta: encode: NULL image");
+	return encode(s, old_data, new_data, opts, patch, patch_len, err);
 }

@@ -25,12 +25,18 @@ fota_status fota_bsdiff40_apply(const struct fota_delta_io *io, uint64_t source_
  *  11  1  log2 window of the diff stream
  *  12  1  log2 window of the extra stream
  *  13  1  block_log: a block produces at most 2^block_log target bytes
- *  14  2  reserved (0)
+ *  14  1  prefix_log: a source-window block reads at most 2^prefix_log source bytes
+ *         (0: the patch has no such blocks)
+ *  15  1  reserved (0)
  *  16  8  source size, little-endian
  *  24  8  target size, little-endian
- * Each block: five LEB128 varints (target bytes, raw control bytes, compressed control,
- * diff and extra piece lengths), then the three pieces. Each stream is one zstd frame
- * spread over the blocks (flushed at every block end).
+ * Each block starts with a LEB128 varint kind:
+ *   0 (script block): varints target bytes, raw control bytes, compressed control,
+ *     diff and extra piece lengths, then the three pieces. Each of the three streams is
+ *     one zstd frame spread over the script blocks (flushed at every block end).
+ *   1 (source-window block): varints target bytes, source offset, source length,
+ *     compressed length, then one zstd frame that decodes to the target bytes with
+ *     source[offset, +length) as its raw-content prefix.
  */
 #define DELTA_MAGIC "FOTADELT"
 #define DELTA_VERSION 1
@@ -40,12 +46,14 @@ fota_status fota_bsdiff40_apply(const struct fota_delta_io *io, uint64_t source_
 #define DELTA_BLOCK_LOG_MIN 12
 #define DELTA_BLOCK_LOG_MAX 24
 #define DELTA_BLOCK_LOG_DEFAULT 20
-#define DELTA_CTRL_CAP 65536u          /* raw control bytes per block */
-#define DELTA_CTRL_WLOG_MAX 20
+#define DELTA_CTRL_CAP 131072u         /* raw control bytes per block */
+#define DELTA_STREAM_WLOG_MAX 20       /* script streams gain nothing from larger windows */
 #define DELTA_WLOG_DEFAULT 22
 #define DELTA_LEVEL_DEFAULT 19
 #define DELTA_IO_BUF 65536u            /* apply's source, diff and target buffers */
-#define DELTA_BLK_HDR_MAX 50           /* five varints of at most 10 bytes */
+#define DELTA_BLK_HDR_MAX 60           /* six varints of at most 10 bytes */
+#define DELTA_KIND_SCRIPT 0
+#define DELTA_KIND_WINDOW 1
 
 /* Largest compressed piece for raw bytes n (zstd block overheads, frame header, checksum). */
 static inline uint64_t delta_piece_bound(uint64_t n)
@@ -57,6 +65,7 @@ static inline uint64_t delta_piece_bound(uint64_t n)
 unsigned fota_delta_threads(unsigned requested);
 
 /* Memory apply needs for a patch with these stream windows and block size. */
-uint64_t fota_delta_apply_mem(unsigned ctrl_wlog, unsigned diff_wlog, unsigned extra_wlog, unsigned block_log);
+uint64_t fota_delta_apply_mem(unsigned ctrl_wlog, unsigned diff_wlog, unsigned extra_wlog, unsigned block_log,
+			      unsigned prefix_log);
 
 #endif

@@ -147,7 +147,7 @@ static int cmd_diff(int argc, char **argv)
 	}
 	if (st == FOTA_OK) {
 		if (fmt == FOTA_DELTA_FMT_FOTA)
-			st = fota_delta_encode(s, &opts, &patch, &patch_len, &err);
+			st = fota_delta_encode_full(s, old, new, &opts, &patch, &patch_len, &err);
 		else
 			st = fota_bsdiff40_encode(s, &patch, &patch_len, &err);
 		t2 = now();

@@ -98,4 +98,36 @@ fota_status fota_delta_apply_files(const char *old_path, const char *patch_path,
 
 #define FOTA_DELTA_MEM_DEFAULT (16u << 20)
 
+/*
+ * Encode like fota_delta_encode, with the images the script was made from at hand:
+ * old_data (s->old_size bytes) and new_data (s->new_size bytes, the script's output).
+ * Blocks where zstd against a window of the source (at most 2^window_log bytes) beats
+ * the script's streams are written as source-window blocks (FORMAT.md section 7).
+ * *patch is malloc'd, owned by the caller.
+ */
+fota_status fota_delta_encode_full(const struct fota_delta_script *s, const uint8_t *old_data,
+				   const uint8_t *new_data, const struct fota_delta_opts *opts, uint8_t **patch,
+				   size_t *patch_len, struct fota_error *err) FOTA_WUR;
+
+/* A byte range of an image. */
+struct fota_delta_range {
+	uint64_t off, len;
+};
+
+/*
+ * Cut the part of a script that produces new[new_off, new_off + new_len) into a
+ * self-contained sub-script, for packaging one chunk of the target on its own.
+ *   *ranges (malloc'd, *n_ranges entries, owned by the caller) lists the old ranges
+ *   the part reads, sorted and merged (adjacent or overlapping ranges joined);
+ *   *out (owned by the caller, fota_delta_script_free) is re-based so that its old
+ *   image is the concatenation of those ranges in order: out->old_size is the sum of
+ *   their lengths and out->new_size is new_len. Applying *out to that concatenation
+ *   yields exactly new[new_off, +new_len).
+ * The script must pass fota_delta_script_check; the range must lie within new_size
+ * (FOTA_E_ARG otherwise). new_len 0 gives an empty script and no ranges.
+ */
+fota_status fota_delta_script_slice(const struct fota_delta_script *s, uint64_t new_off, uint64_t new_len,
+				    struct fota_delta_script **out, struct fota_delta_range **ranges,
+				    size_t *n_ranges, struct fota_error *err) FOTA_WUR;
+
 #endif
