@@ -51,7 +51,7 @@ psize=$(fsize "$pkg")
 awk -v mib="$MIB" -v p="$psize" -v ps="$pack_s" -v pk="$pack_kb" -v ss="$sha_s" -v sk="$sha_kb" \
     -v vs="$ver_s" -v vk="$ver_kb" -v os="$out_s" -v ok="$out_kb" -v json="$W/../verify.json" 'BEGIN {
   mb = p / 1e6
-  printf "\nfota-verify on a %d MiB full package (%d bytes, zstd level 3, 1 MiB chunks)\n", mib, p
+  printf "\nfota-verify on a %d MiB full package (%d bytes, zstd level 3, 4 MiB chunks)\n", mib, p
   printf "%-34s %9s %10s %12s\n", "command", "seconds", "MB/s", "peak RSS MiB"
   printf "%-34s %9.2f %10.0f %12.1f\n", "sha256sum PKG", ss, mb / (ss > 0 ? ss : 0.01), sk / 1024
   printf "%-34s %9.2f %10.0f %12.1f\n", "fota-verify PKG", vs, mb / (vs > 0 ? vs : 0.01), vk / 1024

@@ -165,6 +165,30 @@ static fota_status mio_write(void *ctx, const void *buf, size_t len, struct fota
 	return FOTA_OK;
 }
 
+/* Compress the chunk at `level` into j->full. */
+static int compress_full(struct chunk_job *j, ZSTD_CCtx *cctx, int level, uint8_t *dst, size_t cap, size_t *out)
+{
+	ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
+	ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
+	ZSTD_CCtx_setParameter(cctx, ZSTD_c_windowLog, (int)j->full_wlog);
+	ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 0);
+	ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 1);
+	size_t z = ZSTD_compress2(cctx, dst, cap, j->target, (size_t)j->size);
+	if (ZSTD_isError(z)) {
+		j->rc = fota_error_set(&j->err, FOTA_E_COMPRESS, "chunk at %" PRIu64 ": zstd: %s", j->offset,
+				       ZSTD_getErrorName(z));
+		return -1;
+	}
+	*out = z;
+	return 0;
+}
+
+/*
+ * Both candidate payloads of one chunk. The delta comes first; the FULL payload at the
+ * real level is made only when a fast trial says it could be competitive (or when
+ * asked: no source, or the in-place planner dropped the chunk's reads), since high
+ * zstd levels are the slowest part of packing.
+ */
 static void run_chunk(struct chunk_job *j)
 {
 	uint8_t *vold = NULL;
@@ -177,49 +201,53 @@ static void run_chunk(struct chunk_job *j)
 		goto out;
 	}
 	fota_sha256(j->target, (size_t)j->size, j->target_sha256);
-	ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, j->level);
-	ZSTD_CCtx_setParameter(cctx, ZSTD_c_windowLog, (int)j->full_wlog);
-	ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 0);
-	ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 1);
-	size_t z = ZSTD_compress2(cctx, j->full, bound, j->target, (size_t)j->size);
-	if (ZSTD_isError(z)) {
-		j->rc = fota_error_set(&j->err, FOTA_E_COMPRESS, "chunk at %" PRIu64 ": zstd: %s", j->offset,
-				       ZSTD_getErrorName(z));
-		goto out;
+	if (j->script) {
+		/* The chunk's own script, over the source ranges it reads. */
+		j->rc = pack_slice(j->script, j->offset, j->size, j->max_reads, &sub, &j->reads, &j->n_reads, &j->err);
+		if (j->rc)
+			goto out;
+		vold = malloc(sub->old_size ? (size_t)sub->old_size : 1);
+		if (!vold) {
+			j->rc = fota_error_set(&j->err, FOTA_E_NOMEM, "chunk at %" PRIu64 ": out of memory", j->offset);
+			goto out;
+		}
+		uint64_t v = 0;
+		for (size_t r = 0; r < j->n_reads; r++) {
+			memcpy(vold + v, j->old->data + j->reads[r].offset, (size_t)j->reads[r].length);
+			v += j->reads[r].length;
+		}
+		struct fota_delta_opts dopts = { .threads = 1, .window_log = j->delta_wlog, .level = j->level };
+		j->rc = fota_delta_encode_full(sub, vold, j->target, &dopts, &j->delta, &j->delta_len, &j->err);
+		if (j->rc)
+			goto out;
+		/* Never ship a patch that was not seen to rebuild its chunk. */
+		struct mem_io mio = { j->delta, j->delta_len, vold, sub->old_size, j->target, j->size, 0, false };
+		struct fota_delta_io io = { .ctx = &mio, .patch_size = j->delta_len, .read_patch = mio_patch,
+					    .read_source = mio_source, .write_target = mio_write };
+		uint64_t produced = 0;
+		j->rc = fota_delta_apply(&io, sub->old_size, FOTA_DELTA_MEM_DEFAULT, &produced, &j->err);
+		if (!j->rc && (mio.mismatch || produced != j->size))
+			j->rc = fota_error_set(&j->err, FOTA_E_INTERNAL,
+					       "the delta patch does not rebuild the chunk (engine bug)");
+		if (j->rc) {
+			fota_error_prefix(&j->err, "chunk at %" PRIu64 ": ", j->offset);
+			goto out;
+		}
 	}
-	j->full_len = z;
-	if (!j->script)
-		goto out;
-
-	/* The chunk's own script, over the source ranges it reads. */
-	j->rc = pack_slice(j->script, j->offset, j->size, j->max_reads, &sub, &j->reads, &j->n_reads, &j->err);
-	if (j->rc)
-		goto out;
-	vold = malloc(sub->old_size ? (size_t)sub->old_size : 1);
-	if (!vold) {
-		j->rc = fota_error_set(&j->err, FOTA_E_NOMEM, "chunk at %" PRIu64 ": out of memory", j->offset);
-		goto out;
+	bool need_full = !j->delta;
+	if (!need_full) {
+		size_t quick = 0;
+		if (compress_full(j, cctx, 3, j->full, bound, &quick) != 0)
+			goto out;
+		/* Level 3 to the real level rarely gains more than a fifth. */
+		need_full = quick < j->delta_len + j->delta_len / 4;
 	}
-	uint64_t v = 0;
-	for (size_t r = 0; r < j->n_reads; r++) {
-		memcpy(vold + v, j->old->data + j->reads[r].offset, (size_t)j->reads[r].length);
-		v += j->reads[r].length;
-	}
-	struct fota_delta_opts dopts = { .threads = 1, .window_log = j->delta_wlog, .level = j->level };
-	j->rc = fota_delta_encode_full(sub, vold, j->target, &dopts, &j->delta, &j->delta_len, &j->err);
-	if (j->rc)
+	if (need_full && compress_full(j, cctx, j->level, j->full, bound, &j->full_len) != 0)
 		goto out;
-	/* Never ship a patch that was not seen to rebuild its chunk. */
-	struct mem_io mio = { j->delta, j->delta_len, vold, sub->old_size, j->target, j->size, 0, false };
-	struct fota_delta_io io = { .ctx = &mio, .patch_size = j->delta_len, .read_patch = mio_patch,
-				    .read_source = mio_source, .write_target = mio_write };
-	uint64_t produced = 0;
-	j->rc = fota_delta_apply(&io, sub->old_size, FOTA_DELTA_MEM_DEFAULT, &produced, &j->err);
-	if (!j->rc && (mio.mismatch || produced != j->size))
-		j->rc = fota_error_set(&j->err, FOTA_E_INTERNAL,
-				       "chunk at %" PRIu64 ": the delta patch does not rebuild the chunk (engine bug)", j->offset);
-	if (j->rc)
-		fota_error_prefix(&j->err, "chunk at %" PRIu64 ": ", j->offset);
+	if (!need_full) {
+		free(j->full);
+		j->full = NULL;
+	}
 out:
 	free(vold);
 	fota_delta_script_free(sub);
@@ -322,7 +350,7 @@ struct candidates {
 	uint64_t delta_off, delta_len;
 	uint8_t full_sha256[FOTA_SHA256_LEN];
 	uint8_t delta_sha256[FOTA_SHA256_LEN];
-	bool has_delta;
+	bool has_delta, has_full;
 };
 
 /* ---- progress ---- */
@@ -396,7 +424,7 @@ static fota_status fill_header(const struct pack_options *o, struct fota_manifes
 	return FOTA_OK;
 }
 
-static json_t *summary_json(const struct fota_manifest *m, uint64_t pkg_size, const uint64_t *full_bytes)
+static json_t *summary_json(const struct fota_manifest *m, uint64_t pkg_size)
 {
 	json_t *root = json_object();
 	json_object_set_new(root, "package", json_string(m->name));
@@ -433,7 +461,6 @@ static json_t *summary_json(const struct fota_manifest *m, uint64_t pkg_size, co
 		json_object_set_new(ji, "target_bytes", json_integer((json_int_t)im->target_size));
 		json_object_set_new(ji, "payload_bytes", json_integer((json_int_t)payload));
 		json_object_set_new(ji, "ratio", json_real(im->target_size ? (double)payload / (double)im->target_size : 0));
-		json_object_set_new(ji, "full_compressed_bytes", json_integer((json_int_t)full_bytes[i]));
 		json_object_set_new(ji, "chunks", json_integer((json_int_t)im->n_chunks));
 		json_object_set_new(ji, "delta_chunks", json_integer((json_int_t)n_delta));
 		json_object_set_new(ji, "stash_ranges", json_integer((json_int_t)n_stash));
@@ -449,7 +476,7 @@ static json_t *summary_json(const struct fota_manifest *m, uint64_t pkg_size, co
 /* ---- one image ---- */
 
 static fota_status build_image(const struct pack_options *o, const struct pack_image *pi, struct fota_image *im,
-			       struct spool *sp, struct candidates **cand_out, uint64_t *full_total,
+			       struct spool *sp, struct candidates **cand_out,
 			       uint64_t *stash_end, uint32_t *delta_used, struct progress *pg, struct fota_error *err)
 {
 	fota_status rc = FOTA_OK;
@@ -526,11 +553,13 @@ static fota_status build_image(const struct pack_options *o, const struct pack_i
 				ch->target_offset = j->offset;
 				ch->target_size = j->size;
 				memcpy(ch->target_sha256, j->target_sha256, FOTA_SHA256_LEN);
-				cd->full_len = j->full_len;
-				fota_sha256(j->full, j->full_len, cd->full_sha256);
-				rc = spool_put(sp, j->full, j->full_len, &cd->full_off, err);
-				*full_total += j->full_len;
-				if (!rc && j->delta && j->delta_len < j->full_len) {
+				if (j->full) {
+					cd->has_full = true;
+					cd->full_len = j->full_len;
+					fota_sha256(j->full, j->full_len, cd->full_sha256);
+					rc = spool_put(sp, j->full, j->full_len, &cd->full_off, err);
+				}
+				if (!rc && j->delta && (!j->full || j->delta_len < j->full_len)) {
 					cd->has_delta = true;
 					cd->delta_len = j->delta_len;
 					fota_sha256(j->delta, j->delta_len, cd->delta_sha256);
@@ -579,6 +608,42 @@ static fota_status build_image(const struct pack_options *o, const struct pack_i
 			perm[c] = cand[im->chunks[c].payload_size];
 		memcpy(cand, perm, (size_t)n_chunks * sizeof(*perm));
 		free(perm);
+	}
+	/* FULL payloads the plan needs but the first pass skipped. */
+	size_t n_missing = 0;
+	for (size_t c = 0; c < n_chunks; c++)
+		if ((to_full[c] || !cand[c].has_delta) && !cand[c].has_full)
+			n_missing++;
+	for (size_t c = 0; c < n_chunks && n_missing;) {
+		size_t n = 0;
+		size_t idx[2 * PACK_MAX_THREADS];
+		for (; c < n_chunks && n < batch; c++) {
+			if (!((to_full[c] || !cand[c].has_delta) && !cand[c].has_full))
+				continue;
+			const struct fota_chunk *ch = &im->chunks[c];
+			idx[n] = c;
+			jobs[n++] = (struct chunk_job){ .target = new.data + ch->target_offset, .offset = ch->target_offset,
+							.size = ch->target_size, .level = o->level, .full_wlog = full_wlog };
+		}
+		run_pool(jobs, n, o->threads);
+		for (size_t k = 0; k < n; k++) {
+			struct chunk_job *j = &jobs[k];
+			struct candidates *cd = &cand[idx[k]];
+			if (!rc && j->rc) {
+				rc = j->rc;
+				*err = j->err;
+			}
+			if (!rc) {
+				cd->has_full = true;
+				cd->full_len = j->full_len;
+				fota_sha256(j->full, j->full_len, cd->full_sha256);
+				rc = spool_put(sp, j->full, j->full_len, &cd->full_off, err);
+			}
+			free(j->full);
+			memset(j, 0, sizeof(*j));
+		}
+		if (rc)
+			goto out;
 	}
 	for (size_t c = 0; c < n_chunks; c++) {
 		struct fota_chunk *ch = &im->chunks[c];
@@ -655,7 +720,6 @@ fota_status pack_build(const struct pack_options *o, struct fota_error *err)
 	struct fota_manifest *m = NULL;
 	struct fota_signer *signer = NULL;
 	struct candidates *cand[FOTA_IMAGES_MAX] = { 0 };
-	uint64_t full_bytes[FOTA_IMAGES_MAX] = { 0 };
 	struct spool sp = { .fd = -1 };
 	char *mjson = NULL;
 	uint8_t *sig = NULL;
@@ -690,7 +754,7 @@ fota_status pack_build(const struct pack_options *o, struct fota_error *err)
 	uint32_t delta_used = 0;
 	for (size_t i = 0; i < o->n_images; i++) {
 		uint64_t se = 0;
-		rc = build_image(o, &o->images[i], &m->images[i], &sp, &cand[i], &full_bytes[i], &se, &delta_used, &pg, err);
+		rc = build_image(o, &o->images[i], &m->images[i], &sp, &cand[i], &se, &delta_used, &pg, err);
 		if (rc)
 			goto out;
 		if (se > stash_end)
@@ -742,7 +806,7 @@ fota_status pack_build(const struct pack_options *o, struct fota_error *err)
 			pkg_size += fota_pkg_member_span(m->images[i].chunks[c].payload_size);
 	}
 	if (o->json) {
-		json_t *js = summary_json(m, pkg_size, full_bytes);
+		json_t *js = summary_json(m, pkg_size);
 		json_object_set_new(js, "output", json_string(o->output));
 		json_object_set_new(js, "signed", json_boolean(signer != NULL));
 		json_object_set_new(js, "manifest_bytes", json_integer((json_int_t)mlen));

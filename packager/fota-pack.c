@@ -37,7 +37,7 @@
 #include "pack.h"
 
 #define PACK_VERSION "0.1.0"
-#define DEFAULT_CHUNK (1u << 20)
+#define DEFAULT_CHUNK (4u << 20) /* bench: ext4 pair 1M 796,672 B, 4M 772,608 B, 16M 766,464 B */
 #define DEFAULT_LEVEL 19
 #define DEFAULT_SCRATCH (16u << 20)
 #define DEFAULT_DELTA_WLOG 22
@@ -129,7 +129,7 @@ static void usage(FILE *f)
 "  --install-message TEXT message shown when asking to install\n"
 "\n"
 "Chunking and speed:\n"
-"  --chunk-size SIZE      target bytes per chunk, 4K..64M (K/M suffixes) default: 1M\n"
+"  --chunk-size SIZE      target bytes per chunk, 4K..64M (K/M suffixes) default: 4M\n"
 "  --window SIZE          largest zstd window a delta payload may need  default: 4M\n"
 "  --level N              zstd level 1..22                      default: 19\n"
 "  --threads N            worker threads; output is identical for any N  default: all cores\n"
