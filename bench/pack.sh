@@ -28,7 +28,7 @@ SIGN=(--key "$W/pki/signer-ec.key" --cert "$W/pki/signer-ec.pem" --chain "$W/pki
 PAIRS=${BENCH_PAIRS:-"mp pyb libc esb ext4"}
 json_rows=()
 status=0
-printf '\n%-5s %10s %10s %10s %6s %6s %10s %6s %8s %8s %8s %7s\n' pair fota-delta best-peer "A/B pkg" "/fd" "/peer" "in-place" "/A/B" "pack 1t" "bsdiff" "pack 2t" verify
+printf '\n%-5s %10s %10s %10s %6s %6s %10s %6s %10s %6s %8s %8s %8s %7s\n' pair fota-delta best-peer "A/B pkg" "/fd" "/peer" "A/B OTA" "/fd" "in-place" "/A/B" "pack 1t" "bsdiff" "pack 2t" verify
 for p in $PAIRS; do
   o=$(ls "$pairs_dir/$p-old".*.zst 2>/dev/null | head -1); n=$(ls "$pairs_dir/$p-new".*.zst 2>/dev/null | head -1)
   [ -n "$o" ] && [ -n "$n" ] || { echo "bench/pack: pair $p missing"; continue; }
@@ -48,13 +48,17 @@ for p in $PAIRS; do
   cmp -s "$W/ab1.fota" <(cat "$W/ab.fota") >/dev/null; same_bytes=$?
   "$BIN/fota-pack" --from "$OLD" --to "$NEW" "${SIGN[@]}" --mode inplace --quiet -o "$W/ip.fota"
   ab=$(fsize "$W/ab.fota"); ip=$(fsize "$W/ip.fota")
+  # Bytes a device actually downloads: the head (manifest, signature and their headers),
+  # then each payload's data by Range; payload headers, padding and the end marker never travel.
+  ml=$(tar -xOf "$W/ab.fota" manifest.json | wc -c); sl=$(tar -xOf "$W/ab.fota" manifest.sig | wc -c)
+  ota=$(( 1024 + (ml + 511) / 512 * 512 + (sl + 511) / 512 * 512 + $(tar -xOf "$W/ab.fota" manifest.json | jq '[.images[].chunks[].payload_size] | add') ))
   v=ok
   for k in ab ip; do
     "$BIN/fota-verify" --quiet --trust "$W/pki/root.pem" --source "$OLD" --output "$W/out" "$W/$k.fota" && cmp -s "$W/out" "$NEW" || { v=FAIL; status=1; }
   done
-  printf '%-5s %10d %10d %10d %6.3f %6.3f %10d %6.3f %8.2f %8.2f %8.2f %7s\n' "$p" "$fd" "$best" "$ab" \
-    "$(echo "$ab / $fd" | bc -l)" "$(echo "$ab / $best" | bc -l)" "$ip" "$(echo "$ip / $ab" | bc -l)" "$t1" "$bs_s" "$t2" "$v"
-  json_rows+=("{\"pair\":\"$p\",\"fota_delta_bytes\":$fd,\"bsdiff_bytes\":$bs,\"xdelta3_bytes\":$xd,\"zstd_bytes\":$zs,\"ab_package_bytes\":$ab,\"inplace_package_bytes\":$ip,\"pack_1t_s\":$t1,\"pack_s\":$t2,\"pack_rss_kib\":$rss,\"bsdiff_s\":$bs_s,\"verify\":\"$v\",\"threads_1_vs_2_identical_except_signature\":$([ $same_bytes -eq 0 ] && echo true || echo false)}")
+  printf '%-5s %10d %10d %10d %6.3f %6.3f %10d %6.3f %10d %6.3f %8.2f %8.2f %8.2f %7s\n' "$p" "$fd" "$best" "$ab" \
+    "$(echo "$ab / $fd" | bc -l)" "$(echo "$ab / $best" | bc -l)" "$ota" "$(echo "$ota / $fd" | bc -l)" "$ip" "$(echo "$ip / $ab" | bc -l)" "$t1" "$bs_s" "$t2" "$v"
+  json_rows+=("{\"pair\":\"$p\",\"fota_delta_bytes\":$fd,\"bsdiff_bytes\":$bs,\"xdelta3_bytes\":$xd,\"zstd_bytes\":$zs,\"ab_package_bytes\":$ab,\"inplace_package_bytes\":$ip,\"ab_ota_bytes\":$ota,\"pack_1t_s\":$t1,\"pack_s\":$t2,\"pack_rss_kib\":$rss,\"bsdiff_s\":$bs_s,\"verify\":\"$v\",\"threads_1_vs_2_identical_except_signature\":$([ $same_bytes -eq 0 ] && echo true || echo false)}")
   echo "$p $fd $best $ab $ip $t1 $bs_s" >>"$W/rows.$$"
 done
 echo
