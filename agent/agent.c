@@ -1,0 +1,1205 @@
+/*
+ * agent.c: jobs, the journal, fetching and verifying the package head, and the
+ * download of payloads into the cache (see agent.h). Writing targets is in apply.c.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fota/container.h" /* FOTA_TAR_BLOCK only: container.c needs libarchive, which the agent does not link */
+#include "fota/inplace.h"
+#include "fota/sig.h"
+#include "fota/tarhead.h"
+#include "fota/util.h"
+#include "agent_internal.h"
+
+#define HEAD_FETCH (64u << 10)       /* first request: the head and usually more */
+#define REC_JOURNAL "journal"
+#define REC_MANIFEST "manifest.json"
+#define REC_SIG "manifest.sig"
+#define REC_FLOOR "security_floor"
+#define CACHE_FILE "payloads.cache"
+#define RESTARTS_PER_RUN 3
+
+/* FORMAT.md 2.3: bytes a member of n data bytes occupies (n <= FOTA_PAYLOAD_MAX here). */
+static uint64_t span(uint64_t n)
+{
+	return FOTA_TAR_BLOCK + (n + FOTA_TAR_BLOCK - 1) / FOTA_TAR_BLOCK * FOTA_TAR_BLOCK;
+}
+
+const struct agent_exit_info agent_exit_table[] = {
+	{ AGENT_EXIT_OK, "ok", "the requested step completed (resume: also when nothing was pending)" },
+	{ AGENT_EXIT_INTERNAL, "internal", "internal error or out of memory" },
+	{ AGENT_EXIT_USAGE, "usage", "bad command line" },
+	{ AGENT_EXIT_CONFIG, "config", "configuration file unreadable, unknown or missing key, bad value" },
+	{ AGENT_EXIT_IO, "io", "state_dir or a device could not be read, written or synced" },
+	{ AGENT_EXIT_SIGNATURE, "signature", "signature or certificate invalid or untrusted, or an unsigned package" },
+	{ AGENT_EXIT_DEVICE, "device", "the package is for another device model" },
+	{ AGENT_EXIT_NOT_ACCEPTABLE, "not-acceptable",
+	  "below the security-version floor, expired, wrong mode, or does not fit the device" },
+	{ AGENT_EXIT_CORRUPT, "corrupt", "malformed package, or a chunk or image hash mismatch" },
+	{ AGENT_EXIT_SOURCE, "source", "the source slot or partition is not what the package updates" },
+	{ AGENT_EXIT_DOWNLOAD, "download", "bad URL, server error, or the retry window ran out" },
+	{ AGENT_EXIT_STATE, "state", "not possible now: nothing to update, another job pending, cancel refused" },
+	{ AGENT_EXIT_HOOK, "hook", "the slot-switch or active-slot command failed (resume retries it)" },
+	{ AGENT_EXIT_BUSY, "busy", "another fota-agent is using the state directory" },
+};
+const size_t agent_exit_count = sizeof(agent_exit_table) / sizeof(agent_exit_table[0]);
+
+const char *agent_exit_name(int code)
+{
+	for (size_t i = 0; i < agent_exit_count; i++)
+		if (agent_exit_table[i].code == code)
+			return agent_exit_table[i].name;
+	return "?";
+}
+
+/* ---- clock ---- */
+
+static int64_t sys_now_ms(void *ctx)
+{
+	(void)ctx;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sys_sleep_ms(void *ctx, uint64_t ms)
+{
+	(void)ctx;
+	struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000 };
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+static uint64_t sys_random(void *ctx)
+{
+	(void)ctx;
+	uint64_t v = 0;
+	if (getrandom(&v, sizeof(v), 0) != (ssize_t)sizeof(v))
+		v = (uint64_t)sys_now_ms(NULL) * 6364136223846793005ull + 1442695040888963407ull;
+	return v;
+}
+
+struct agent_clock agent_clock_system(void)
+{
+	struct agent_clock c = { NULL, sys_now_ms, sys_sleep_ms, sys_random };
+	return c;
+}
+
+/* ---- helpers ---- */
+
+void agent_log(struct agent *a, const char *fmt, ...)
+{
+	if (!a->env.log)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("fota-agent: ", a->env.log);
+	vfprintf(a->env.log, fmt, ap);
+	fputc('\n', a->env.log);
+	fflush(a->env.log);
+	va_end(ap);
+}
+
+int agent_fail(struct agent *a, int code)
+{
+	a->exit = code;
+	return code;
+}
+
+int agent_exit_for(fota_status st)
+{
+	switch (st) {
+	case FOTA_OK: return AGENT_EXIT_OK;
+	case FOTA_E_IO: return AGENT_EXIT_IO;
+	case FOTA_E_SIGNATURE:
+	case FOTA_E_TRUST:
+	case FOTA_E_CRYPTO: return AGENT_EXIT_SIGNATURE;
+	case FOTA_E_EXPIRED:
+	case FOTA_E_UNSUPPORTED: return AGENT_EXIT_NOT_ACCEPTABLE;
+	case FOTA_E_SOURCE: return AGENT_EXIT_SOURCE;
+	case FOTA_E_FORMAT:
+	case FOTA_E_MANIFEST:
+	case FOTA_E_LIMIT:
+	case FOTA_E_INTEGRITY:
+	case FOTA_E_COMPRESS:
+	case FOTA_E_PATCH: return AGENT_EXIT_CORRUPT;
+	case FOTA_E_ARG: return AGENT_EXIT_USAGE;
+	default: return AGENT_EXIT_INTERNAL;
+	}
+}
+
+fota_status agent_commit(struct agent *a, struct fota_error *err)
+{
+	char *s = NULL;
+	size_t len = 0;
+	fota_status rc = agent_journal_format(&a->j, &s, &len, err);
+	if (rc == FOTA_OK)
+		rc = a->env.state->ops->commit(a->env.state, REC_JOURNAL, s, len, err);
+	free(s);
+	return rc;
+}
+
+static int commit_or_fail(struct agent *a, struct fota_error *err)
+{
+	if (agent_commit(a, err) != FOTA_OK)
+		return agent_fail(a, AGENT_EXIT_IO);
+	return AGENT_EXIT_OK;
+}
+
+fota_status agent_hash_range(struct agent *a, struct fota_storage *s, uint64_t off, uint64_t len,
+			     uint8_t out[FOTA_SHA256_LEN], struct fota_error *err)
+{
+	struct fota_sha256 *h = fota_sha256_new();
+	if (!h)
+		return fota_error_set(err, FOTA_E_NOMEM, "out of memory");
+	fota_status rc = FOTA_OK;
+	while (len > 0) {
+		size_t n = len < AGENT_IO_BUF ? (size_t)len : AGENT_IO_BUF;
+		if ((rc = fota_storage_read(s, off, a->buf2, n, err)) != FOTA_OK)
+			break;
+		fota_sha256_update(h, a->buf2, n);
+		off += n;
+		len -= n;
+	}
+	fota_sha256_final(h, out);
+	fota_sha256_free(h);
+	return rc;
+}
+
+/* ---- lifetime ---- */
+
+fota_status agent_open(const struct agent_env *env, struct agent **out, struct fota_error *err)
+{
+	*out = NULL;
+	struct agent *a = calloc(1, sizeof(*a));
+	if (!a || !(a->buf = malloc(AGENT_IO_BUF)) || !(a->buf2 = malloc(AGENT_IO_BUF))) {
+		if (a)
+			free(a->buf);
+		free(a);
+		return fota_error_set(err, FOTA_E_NOMEM, "out of memory");
+	}
+	a->env = *env;
+	a->cfg = env->cfg;
+	uint8_t *data = NULL;
+	size_t len = 0;
+	bool found = false;
+	fota_status rc = env->state->ops->load(env->state, REC_JOURNAL, AGENT_JOURNAL_MAX, &data, &len, &found, err);
+	if (rc == FOTA_OK && found)
+		rc = agent_journal_parse(data, len, &a->j, err);
+	free(data);
+	if (rc != FOTA_OK) {
+		fota_error_prefix(err, "state %s: ", REC_JOURNAL);
+		agent_close(a);
+		return rc;
+	}
+	if (!found)
+		a->j.phase = AGENT_PH_IDLE;
+	a->floor = env->cfg->security_version;
+	rc = env->state->ops->load(env->state, REC_FLOOR, 64, &data, &len, &found, err);
+	if (rc == FOTA_OK && found) {
+		uint64_t v;
+		if (fota_parse_u64((char *)data, &v) == 0 && v > a->floor)
+			a->floor = v;
+	}
+	free(data);
+	if (rc != FOTA_OK) {
+		agent_close(a);
+		return rc;
+	}
+	*out = a;
+	return FOTA_OK;
+}
+
+static void forget_package(struct agent *a)
+{
+	fota_manifest_free(a->m);
+	a->m = NULL;
+	free(a->pkg_off);
+	free(a->cache_off);
+	a->pkg_off = a->cache_off = NULL;
+	fota_storage_close(a->cache);
+	a->cache = NULL;
+}
+
+void agent_close(struct agent *a)
+{
+	if (!a)
+		return;
+	forget_package(a);
+	fota_trust_free(a->trust);
+	agent_fetch_close(a->fetch);
+	free(a->buf);
+	free(a->buf2);
+	free(a);
+}
+
+const struct agent_journal *agent_journal(const struct agent *a)
+{
+	return &a->j;
+}
+
+uint64_t agent_bytes_received(const struct agent *a)
+{
+	return a->bytes;
+}
+
+/* ---- package head: fetch, verify, parse, check against the device ---- */
+
+static fota_status load_trust(struct agent *a, struct fota_error *err)
+{
+	if (a->trust)
+		return FOTA_OK;
+	return fota_trust_load((const char *const *)a->cfg->trust, a->cfg->n_trust, a->cfg->crl, &a->trust, err);
+}
+
+/* Sizes and offsets of every payload, in the package and in the cache. */
+static int layout(struct agent *a, struct fota_error *err)
+{
+	size_t n = fota_manifest_chunk_count(a->m);
+	free(a->pkg_off);
+	free(a->cache_off);
+	a->pkg_off = calloc(n ? n : 1, sizeof(uint64_t));
+	a->cache_off = calloc(n ? n : 1, sizeof(uint64_t));
+	if (!a->pkg_off || !a->cache_off) {
+		fota_error_set(err, FOTA_E_NOMEM, "out of memory");
+		return agent_fail(a, AGENT_EXIT_INTERNAL);
+	}
+	uint64_t pos = span(a->j.manifest_len) + span(a->j.sig_len), cpos = 0;
+	size_t k = 0;
+	for (size_t i = 0; i < a->m->n_images; i++)
+		for (size_t c = 0; c < a->m->images[i].n_chunks; c++, k++) {
+			uint64_t ps = a->m->images[i].chunks[c].payload_size; /* <= FOTA_PAYLOAD_MAX: no overflow */
+			a->pkg_off[k] = pos + FOTA_TAR_BLOCK;
+			a->cache_off[k] = cpos;
+			pos += span(ps);
+			cpos += ps;
+		}
+	pos += 2 * FOTA_TAR_BLOCK;
+	if (a->j.pkg_size && pos != a->j.pkg_size) {
+		fota_error_set(err, FOTA_E_FORMAT, "package: %llu bytes, the manifest describes %llu",
+			       (unsigned long long)a->j.pkg_size, (unsigned long long)pos);
+		return agent_fail(a, AGENT_EXIT_CORRUPT);
+	}
+	return AGENT_EXIT_OK;
+}
+
+static int open_scratch_size(struct agent *a, uint64_t *size, struct fota_error *err)
+{
+	struct fota_storage *s = NULL;
+	if (a->env.devices.open(a->env.devices.ctx, a->cfg->scratch, false, &s, err) != FOTA_OK ||
+	    fota_storage_size(s, size, err) != FOTA_OK) {
+		fota_storage_close(s);
+		fota_error_prefix(err, "scratch: ");
+		return agent_fail(a, AGENT_EXIT_IO);
+	}
+	fota_storage_close(s);
+	return AGENT_EXIT_OK;
+}
+
+static int device_size(struct agent *a, const char *path, uint64_t *size, struct fota_error *err)
+{
+	struct fota_storage *s = NULL;
+	if (a->env.devices.open(a->env.devices.ctx, path, false, &s, err) != FOTA_OK ||
+	    fota_storage_size(s, size, err) != FOTA_OK) {
+		fota_storage_close(s);
+		return agent_fail(a, AGENT_EXIT_IO);
+	}
+	fota_storage_close(s);
+	return AGENT_EXIT_OK;
+}
+
+/* Model, floor, expiry, mode and sizes (FORMAT.md section 5 step 4). */
+static int check_device(struct agent *a, struct fota_error *err)
+{
+	const struct fota_manifest *m = a->m;
+	const struct agent_config *c = a->cfg;
+	if (m->n_models > 0) {
+		bool ok = false;
+		for (size_t i = 0; i < m->n_models; i++)
+			ok |= strcmp(m->models[i], c->model) == 0;
+		if (!ok) {
+			fota_error_set(err, FOTA_E_ARG, "package: for model%s %s%s, this device is %s",
+				       m->n_models > 1 ? "s" : "", m->models[0], m->n_models > 1 ? ", ..." : "", c->model);
+			return agent_fail(a, AGENT_EXIT_DEVICE);
+		}
+	}
+	if (m->security_version < a->floor) {
+		fota_error_set(err, FOTA_E_ARG, "package: security_version %llu is below this device's floor %llu",
+			       (unsigned long long)m->security_version, (unsigned long long)a->floor);
+		return agent_fail(a, AGENT_EXIT_NOT_ACCEPTABLE);
+	}
+	int64_t now = a->env.clock.now_ms(a->env.clock.ctx) / 1000;
+	if (m->expires && now >= m->expires) {
+		char t[21];
+		fota_time_format(m->expires, t);
+		fota_error_set(err, FOTA_E_EXPIRED, "package: expired at %s", t);
+		return agent_fail(a, AGENT_EXIT_NOT_ACCEPTABLE);
+	}
+	if (m->mode != c->mode) {
+		fota_error_set(err, FOTA_E_UNSUPPORTED, "package: mode %s, this device is configured for %s",
+			       fota_mode_name(m->mode), fota_mode_name(c->mode));
+		return agent_fail(a, AGENT_EXIT_NOT_ACCEPTABLE);
+	}
+	if (m->n_images != 1) {
+		fota_error_set(err, FOTA_E_UNSUPPORTED, "package: %zu images; this agent updates one partition",
+			       m->n_images);
+		return agent_fail(a, AGENT_EXIT_NOT_ACCEPTABLE);
+	}
+	const struct fota_image *im = &m->images[0];
+	const char *dst = c->mode == FOTA_MODE_AB ? NULL : c->target;
+	uint64_t size = 0;
+	int rc;
+	if (c->mode == FOTA_MODE_AB) {
+		/* both slots must hold the image; which one is the target is decided at update */
+		uint64_t sa = 0, sb = 0;
+		if ((rc = device_size(a, c->slot_a, &sa, err)) != 0 || (rc = device_size(a, c->slot_b, &sb, err)) != 0)
+			return rc;
+		size = sa < sb ? sa : sb;
+	} else if ((rc = device_size(a, dst, &size, err)) != 0) {
+		return rc;
+	}
+	if (im->target_size > size || (im->has_source && im->source_size > size)) {
+		fota_error_set(err, FOTA_E_ARG, "package: image %s needs %llu bytes, the %s has %llu", im->name,
+			       (unsigned long long)(im->target_size > im->source_size ? im->target_size : im->source_size),
+			       c->mode == FOTA_MODE_AB ? "smaller slot" : "partition", (unsigned long long)size);
+		return agent_fail(a, AGENT_EXIT_NOT_ACCEPTABLE);
+	}
+	if (m->mode == FOTA_MODE_INPLACE) {
+		if (!im->has_source) {
+			fota_error_set(err, FOTA_E_MANIFEST, "package: in-place image %s has no source", im->name);
+			return agent_fail(a, AGENT_EXIT_CORRUPT);
+		}
+		if (fota_inplace_check(im, fota_inplace_stash_end(m), err) != FOTA_OK)
+			return agent_fail(a, AGENT_EXIT_CORRUPT);
+		uint64_t need = fota_inplace_scratch_needed(m);
+		if (need > m->scratch_size) {
+			fota_error_set(err, FOTA_E_MANIFEST, "package: scratch_size %llu, the scheme needs %llu",
+				       (unsigned long long)m->scratch_size, (unsigned long long)need);
+			return agent_fail(a, AGENT_EXIT_CORRUPT);
+		}
+		if (need > 0) {
+			if (!c->scratch) {
+				fota_error_set(err, FOTA_E_ARG, "package: needs %llu bytes of scratch; [device] scratch is not set",
+					       (unsigned long long)need);
+				return agent_fail(a, AGENT_EXIT_NOT_ACCEPTABLE);
+			}
+			if ((rc = open_scratch_size(a, &size, err)) != 0)
+				return rc;
+			if (size < need) {
+				fota_error_set(err, FOTA_E_ARG, "package: needs %llu bytes of scratch, %s has %llu",
+					       (unsigned long long)need, c->scratch, (unsigned long long)size);
+				return agent_fail(a, AGENT_EXIT_NOT_ACCEPTABLE);
+			}
+		}
+	}
+	return AGENT_EXIT_OK;
+}
+
+/* Signature, then parse, then device checks. Takes ownership of nothing. */
+static int verify_head(struct agent *a, const uint8_t *man, size_t mlen, const uint8_t *sig, size_t slen,
+		       struct fota_error *err)
+{
+	if (load_trust(a, err) != FOTA_OK) {
+		fota_error_prefix(err, "trust: ");
+		return agent_fail(a, AGENT_EXIT_CONFIG);
+	}
+	int64_t now = a->env.clock.now_ms(a->env.clock.ctx) / 1000;
+	fota_status rc = fota_sig_verify(a->trust, man, mlen, sig, slen, now > 0 ? now : 1, NULL, err);
+	if (rc != FOTA_OK) {
+		fota_error_prefix(err, "package: ");
+		return agent_fail(a, rc == FOTA_E_LIMIT ? AGENT_EXIT_CORRUPT : AGENT_EXIT_SIGNATURE);
+	}
+	fota_manifest_free(a->m);
+	a->m = NULL;
+	rc = fota_manifest_parse(man, mlen, &a->m, err);
+	if (rc != FOTA_OK) {
+		fota_error_prefix(err, "package: ");
+		return agent_fail(a, rc == FOTA_E_UNSUPPORTED ? AGENT_EXIT_NOT_ACCEPTABLE : AGENT_EXIT_CORRUPT);
+	}
+	int x = layout(a, err);
+	if (x != 0)
+		return x;
+	return check_device(a, err);
+}
+
+/* Load the saved head of the job and check it again (signature first). */
+static int load_package(struct agent *a, struct fota_error *err)
+{
+	if (a->m)
+		return AGENT_EXIT_OK;
+	uint8_t *man = NULL, *sig = NULL;
+	size_t mlen = 0, slen = 0;
+	bool f1 = false, f2 = false;
+	struct fota_store *st = a->env.state;
+	int x = AGENT_EXIT_OK;
+	if (st->ops->load(st, REC_MANIFEST, FOTA_MANIFEST_MAX, &man, &mlen, &f1, err) != FOTA_OK ||
+	    st->ops->load(st, REC_SIG, FOTA_SIG_MAX, &sig, &slen, &f2, err) != FOTA_OK) {
+		x = agent_fail(a, AGENT_EXIT_IO);
+		goto out;
+	}
+	uint8_t d[FOTA_SHA256_LEN];
+	if (f1)
+		fota_sha256(man, mlen, d);
+	if (!f1 || !f2 || mlen != a->j.manifest_len || slen != a->j.sig_len ||
+	    memcmp(d, a->j.manifest_sha256, sizeof(d)) != 0) {
+		fota_error_set(err, FOTA_E_IO, "state: the saved manifest does not belong to the job");
+		x = agent_fail(a, AGENT_EXIT_IO);
+		goto out;
+	}
+	x = verify_head(a, man, mlen, sig, slen, err);
+out:
+	free(man);
+	free(sig);
+	return x;
+}
+
+struct membuf {
+	uint8_t *data;
+	size_t len, cap;
+};
+
+static fota_status mem_sink(void *ctx, const uint8_t *buf, size_t len, struct fota_error *err)
+{
+	struct membuf *b = ctx;
+	if (len > b->cap - b->len)
+		return fota_error_set(err, FOTA_E_INTERNAL, "head: more bytes than asked for");
+	memcpy(b->data + b->len, buf, len);
+	b->len += len;
+	return FOTA_OK;
+}
+
+#define RES_CHANGED (-1)
+
+/*
+ * One range with retries: exponential backoff with full jitter,
+ * delay = U(0, min(max, base * 2^attempt)); the window restarts whenever a request
+ * delivered bytes. Returns an exit code, or RES_CHANGED.
+ */
+static int fetch_retry(struct agent *a, uint64_t off, uint64_t len, bool allow_short, fetch_sink sink, void *ctx,
+		       struct fota_error *err)
+{
+	const struct agent_clock *ck = &a->env.clock;
+	unsigned attempt = 0;
+	int64_t window_start = ck->now_ms(ck->ctx);
+	const uint64_t window_ms = a->cfg->retry_window_s * 1000;
+	for (;;) {
+		uint64_t delivered = 0;
+		struct agent_validators got;
+		uint64_t before = agent_fetch_bytes(a->fetch);
+		enum fetch_result r = agent_fetch_range(a->fetch, off, len, allow_short, sink, ctx,
+							a->val.total ? &a->val : NULL, &got, &delivered, err);
+		a->bytes += agent_fetch_bytes(a->fetch) - before;
+		if (r == FETCH_OK) {
+			if (!a->val.total)
+				a->val = got;
+			return AGENT_EXIT_OK;
+		}
+		if (r == FETCH_CHANGED)
+			return RES_CHANGED;
+		if (r == FETCH_SINK)
+			return a->exit ? a->exit : agent_fail(a, agent_exit_for(err ? err->code : FOTA_E_IO));
+		if (r == FETCH_FATAL)
+			return agent_fail(a, AGENT_EXIT_DOWNLOAD);
+		if (delivered) {
+			off += delivered;
+			len -= delivered;
+			attempt = 0;
+			window_start = ck->now_ms(ck->ctx);
+		}
+		uint64_t cap = a->cfg->backoff_max_s * 1000;
+		uint64_t d = a->cfg->backoff_base_s * 1000;
+		for (unsigned i = 0; i < attempt && d < cap; i++)
+			d *= 2;
+		if (d > cap)
+			d = cap;
+		uint64_t delay = ck->random(ck->ctx) % (d + 1);
+		int64_t now = ck->now_ms(ck->ctx);
+		if ((uint64_t)(now - window_start) + delay > window_ms) {
+			fota_error_prefix(err, "download: gave up after the retry window (%llu min): ",
+					  (unsigned long long)(a->cfg->retry_window_s / 60));
+			return agent_fail(a, AGENT_EXIT_DOWNLOAD);
+		}
+		agent_log(a, "%s; retry %u in %.1f s", err ? err->msg : "download failed", attempt + 1, delay / 1000.0);
+		ck->sleep_ms(ck->ctx, delay);
+		attempt++;
+	}
+}
+
+static int open_fetch(struct agent *a, struct fota_error *err)
+{
+	if (a->fetch)
+		return AGENT_EXIT_OK;
+	if (agent_fetch_open(a->j.url, a->cfg, &a->fetch, err) != FOTA_OK)
+		return agent_fail(a, AGENT_EXIT_DOWNLOAD);
+	if (a->j.pkg_size) {
+		a->val.total = a->j.pkg_size;
+		snprintf(a->val.etag, sizeof(a->val.etag), "%s", a->j.etag);
+		snprintf(a->val.last_modified, sizeof(a->val.last_modified), "%s", a->j.last_modified);
+	}
+	return AGENT_EXIT_OK;
+}
+
+struct cache_sink {
+	struct agent *a;
+	struct fota_storage *st;
+	uint64_t pos;
+};
+
+static fota_status cache_sink_fn(void *ctx, const uint8_t *buf, size_t len, struct fota_error *err)
+{
+	struct cache_sink *c = ctx;
+	fota_status rc = fota_storage_write(c->st, c->pos, buf, len, err);
+	if (rc != FOTA_OK) {
+		agent_fail(c->a, AGENT_EXIT_IO);
+		return rc;
+	}
+	c->pos += len;
+	c->a->j.bytes += len;
+	return FOTA_OK;
+}
+
+static void stream_name(size_t k, char out[32])
+{
+	snprintf(out, 32, "stream-%zu.part", k);
+}
+
+static int open_cache(struct agent *a, struct fota_error *err)
+{
+	if (a->cache)
+		return AGENT_EXIT_OK;
+	if (a->env.state->ops->open(a->env.state, CACHE_FILE, true, &a->cache, err) != FOTA_OK)
+		return agent_fail(a, AGENT_EXIT_IO);
+	return AGENT_EXIT_OK;
+}
+
+/* Drop everything of the job but the journal. */
+static void drop_cache(struct agent *a)
+{
+	struct fota_store *st = a->env.state;
+	fota_storage_close(a->cache);
+	a->cache = NULL;
+	(void)st->ops->remove(st, CACHE_FILE, NULL);
+	size_t n = a->m ? fota_manifest_chunk_count(a->m) : 0;
+	if (a->j.stream) {
+		/* stream files of the chunks around the job's position */
+		char name[32];
+		for (uint64_t k = a->j.ap_next > 0 ? a->j.ap_next - 1 : 0; k <= a->j.ap_next + 1 && (n == 0 || k < n); k++) {
+			stream_name((size_t)k, name);
+			(void)st->ops->remove(st, name, NULL);
+		}
+	}
+}
+
+static const struct fota_chunk *chunk_at(const struct fota_manifest *m, size_t k)
+{
+	for (size_t i = 0; i < m->n_images; i++) {
+		if (k < m->images[i].n_chunks)
+			return &m->images[i].chunks[k];
+		k -= m->images[i].n_chunks;
+	}
+	return NULL;
+}
+
+/*
+ * Bring payload k into st at off: keep the bytes already there (the file's size tells
+ * how far a previous run got), fetch the rest by Range, check the hash; a payload that
+ * fails is fetched once more from its first byte.
+ */
+static int fetch_payload(struct agent *a, size_t k, struct fota_storage *st, uint64_t off, struct fota_error *err)
+{
+	const struct fota_chunk *ch = chunk_at(a->m, k);
+	uint64_t size = 0;
+	if (fota_storage_size(st, &size, err) != FOTA_OK)
+		return agent_fail(a, AGENT_EXIT_IO);
+	uint64_t have = size > off ? size - off : 0;
+	if (have > ch->payload_size)
+		have = ch->payload_size;
+	for (int attempt = 0; attempt < 2; attempt++) {
+		if (have < ch->payload_size) {
+			int x = open_fetch(a, err);
+			if (x != 0)
+				return x;
+			struct cache_sink cs = { a, st, off + have };
+			x = fetch_retry(a, a->pkg_off[k] + have, ch->payload_size - have, false, cache_sink_fn, &cs, err);
+			if (x != 0)
+				return x;
+		}
+		if (fota_storage_sync(st, err) != FOTA_OK)
+			return agent_fail(a, AGENT_EXIT_IO);
+		uint8_t d[FOTA_SHA256_LEN];
+		if (agent_hash_range(a, st, off, ch->payload_size, d, err) != FOTA_OK)
+			return agent_fail(a, AGENT_EXIT_IO);
+		if (memcmp(d, ch->payload_sha256, sizeof(d)) == 0)
+			return AGENT_EXIT_OK;
+		agent_log(a, "chunk %zu: payload sha256 mismatch%s", k, attempt == 0 ? "; fetching it again" : "");
+		have = 0;
+	}
+	fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: payload sha256 does not match the manifest (fetched twice)", k);
+	return agent_fail(a, AGENT_EXIT_CORRUPT);
+}
+
+int agent_payload(struct agent *a, size_t k, struct fota_storage **st, bool *owned, uint64_t *off,
+		  struct fota_error *err)
+{
+	*st = NULL;
+	*owned = false;
+	int x;
+	if (!a->j.stream) {
+		if ((x = open_cache(a, err)) != 0)
+			return x;
+		*st = a->cache;
+		*off = a->cache_off[k];
+		return fetch_payload(a, k, a->cache, a->cache_off[k], err);
+	}
+	char name[32];
+	stream_name(k, name);
+	struct fota_storage *s = NULL;
+	if (a->env.state->ops->open(a->env.state, name, true, &s, err) != FOTA_OK)
+		return agent_fail(a, AGENT_EXIT_IO);
+	x = fetch_payload(a, k, s, 0, err);
+	if (x != 0) {
+		fota_storage_close(s);
+		return x;
+	}
+	*st = s;
+	*owned = true;
+	*off = 0;
+	return AGENT_EXIT_OK;
+}
+
+void agent_payload_release(struct agent *a, size_t k)
+{
+	if (!a->j.stream)
+		return;
+	char name[32];
+	stream_name(k, name);
+	(void)a->env.state->ops->remove(a->env.state, name, NULL);
+}
+
+/* Fetch the head (FORMAT.md 2.4), verify it, save it. */
+static int fetch_head(struct agent *a, struct fota_error *err)
+{
+	struct membuf b = { NULL, 0, HEAD_FETCH };
+	int x;
+	if (!(b.data = malloc(b.cap))) {
+		fota_error_set(err, FOTA_E_NOMEM, "out of memory");
+		return agent_fail(a, AGENT_EXIT_INTERNAL);
+	}
+	if ((x = fetch_retry(a, 0, HEAD_FETCH, true, mem_sink, &b, err)) != 0)
+		goto out;
+	uint64_t total = a->val.total;
+	struct fota_tarhead th;
+	if (b.len < FOTA_TAR_BLOCK || fota_tarhead_parse(b.data, &th, err) != FOTA_OK || strcmp(th.name, "manifest.json") != 0) {
+		if (b.len >= FOTA_TAR_BLOCK && err && err->code == FOTA_OK)
+			fota_error_set(err, FOTA_E_FORMAT, "first member is '%s', not manifest.json", th.name);
+		else if (b.len < FOTA_TAR_BLOCK)
+			fota_error_set(err, FOTA_E_FORMAT, "shorter than a tar header");
+		fota_error_prefix(err, "package: ");
+		x = agent_fail(a, AGENT_EXIT_CORRUPT);
+		goto out;
+	}
+	fota_error_clear(err);
+	if (th.size > FOTA_MANIFEST_MAX || th.size == 0) {
+		fota_error_set(err, FOTA_E_LIMIT, "package: manifest.json is %llu bytes, limit %u",
+			       (unsigned long long)th.size, FOTA_MANIFEST_MAX);
+		x = agent_fail(a, AGENT_EXIT_CORRUPT);
+		goto out;
+	}
+	uint64_t mlen = th.size, sig_hdr = span(mlen);
+	/* need the manifest and the next header, then the signature */
+	for (int step = 0; step < 2; step++) {
+		uint64_t need = sig_hdr + FOTA_TAR_BLOCK;
+		if (step == 1) {
+			if (fota_tarhead_parse(b.data + sig_hdr, &th, err) != FOTA_OK) {
+				fota_error_prefix(err, "package: member after manifest.json: ");
+				x = agent_fail(a, AGENT_EXIT_CORRUPT);
+				goto out;
+			}
+			if (strcmp(th.name, "manifest.sig") != 0) {
+				fota_error_set(err, FOTA_E_SIGNATURE, "package: unsigned (no manifest.sig after manifest.json)");
+				x = agent_fail(a, AGENT_EXIT_SIGNATURE);
+				goto out;
+			}
+			if (th.size > FOTA_SIG_MAX || th.size == 0) {
+				fota_error_set(err, FOTA_E_LIMIT, "package: manifest.sig is %llu bytes, limit %u",
+					       (unsigned long long)th.size, FOTA_SIG_MAX);
+				x = agent_fail(a, AGENT_EXIT_CORRUPT);
+				goto out;
+			}
+			need = sig_hdr + FOTA_TAR_BLOCK + th.size;
+		}
+		if (need > total) {
+			fota_error_set(err, FOTA_E_FORMAT, "package: truncated head (%llu bytes)", (unsigned long long)total);
+			x = agent_fail(a, AGENT_EXIT_CORRUPT);
+			goto out;
+		}
+		if (need > b.len) {
+			uint8_t *nd = realloc(b.data, need);
+			if (!nd) {
+				fota_error_set(err, FOTA_E_NOMEM, "out of memory");
+				x = agent_fail(a, AGENT_EXIT_INTERNAL);
+				goto out;
+			}
+			b.data = nd;
+			b.cap = need;
+			if ((x = fetch_retry(a, b.len, need - b.len, false, mem_sink, &b, err)) != 0)
+				goto out;
+		}
+	}
+	uint64_t slen = th.size;
+	const uint8_t *man = b.data + FOTA_TAR_BLOCK, *sig = b.data + sig_hdr + FOTA_TAR_BLOCK;
+	a->j.manifest_len = mlen;
+	a->j.sig_len = slen;
+	a->j.pkg_size = total;
+	if ((x = verify_head(a, man, mlen, sig, slen, err)) != 0)
+		goto out;
+	struct fota_store *st = a->env.state;
+	if (st->ops->commit(st, REC_MANIFEST, man, mlen, err) != FOTA_OK ||
+	    st->ops->commit(st, REC_SIG, sig, slen, err) != FOTA_OK) {
+		x = agent_fail(a, AGENT_EXIT_IO);
+		goto out;
+	}
+	/* The first request usually brought the start of payload 0: keep it. */
+	uint64_t d0 = fota_manifest_chunk_count(a->m) ? a->pkg_off[0] : UINT64_MAX;
+	if (b.len > d0) {
+		uint64_t n = b.len - d0, p0 = chunk_at(a->m, 0)->payload_size;
+		if (n > p0)
+			n = p0;
+		struct fota_storage *s = NULL;
+		char name[32];
+		stream_name(0, name);
+		if (a->env.state->ops->open(a->env.state, a->j.stream ? name : CACHE_FILE, true, &s, err) != FOTA_OK ||
+		    fota_storage_write(s, 0, b.data + d0, (size_t)n, err) != FOTA_OK) {
+			fota_storage_close(s);
+			x = agent_fail(a, AGENT_EXIT_IO);
+			goto out;
+		}
+		fota_storage_close(s);
+	}
+	fota_sha256(man, mlen, a->j.manifest_sha256);
+	snprintf(a->j.etag, sizeof(a->j.etag), "%s", a->val.etag);
+	snprintf(a->j.last_modified, sizeof(a->j.last_modified), "%s", a->val.last_modified);
+	a->j.head_ok = true;
+	snprintf(a->j.message, sizeof(a->j.message), "package %s %s verified", a->m->name, a->m->version);
+	x = commit_or_fail(a, err);
+	if (x == 0)
+		agent_log(a, "package %s version %s: signature, model, security version and expiry accepted",
+			  a->m->name, a->m->version);
+out:
+	free(b.data);
+	return x;
+}
+
+/* The job ends: record how. */
+static int end_job(struct agent *a, enum agent_phase phase, int code, struct fota_error *err, bool keep_cache)
+{
+	a->j.phase = phase;
+	a->j.result = code;
+	if (err && code != 0)
+		snprintf(a->j.message, sizeof(a->j.message), "%s", err->msg);
+	if (!keep_cache) {
+		drop_cache(a);
+		(void)a->env.state->ops->remove(a->env.state, REC_MANIFEST, NULL);
+		(void)a->env.state->ops->remove(a->env.state, REC_SIG, NULL);
+	}
+	struct fota_error e2;
+	if (agent_commit(a, &e2) != FOTA_OK && code == 0) {
+		if (err)
+			*err = e2;
+		return agent_fail(a, AGENT_EXIT_IO);
+	}
+	return code;
+}
+
+/* A fresh job for url (the old one's files are dropped). */
+static int new_job(struct agent *a, const char *url, enum agent_op op, uint64_t restarts, struct fota_error *err)
+{
+	drop_cache(a);
+	forget_package(a);
+	struct fota_store *st = a->env.state;
+	(void)st->ops->remove(st, REC_MANIFEST, NULL);
+	(void)st->ops->remove(st, REC_SIG, NULL);
+	memset(&a->j, 0, sizeof(a->j));
+	memset(&a->val, 0, sizeof(a->val));
+	agent_fetch_close(a->fetch);
+	a->fetch = NULL;
+	a->j.op = op;
+	a->j.phase = AGENT_PH_DOWNLOADING;
+	a->j.stream = a->cfg->dl_mode == AGENT_DL_STREAM;
+	a->j.restarts = restarts;
+	snprintf(a->j.url, sizeof(a->j.url), "%s", url);
+	snprintf(a->j.message, sizeof(a->j.message), "downloading");
+	return commit_or_fail(a, err);
+}
+
+/* Phase DOWNLOADING -> DOWNLOADED. */
+static int run_download(struct agent *a, struct fota_error *err)
+{
+	int restarts = 0;
+	for (;;) {
+		int x = open_fetch(a, err);
+		if (x != 0)
+			return x;
+		if (!a->j.head_ok)
+			x = fetch_head(a, err);
+		else
+			x = load_package(a, err);
+		size_t n = x == 0 ? fota_manifest_chunk_count(a->m) : 0;
+		if (x == 0 && !a->j.stream) {
+			for (size_t k = (size_t)a->j.dl_next; k < n && x == 0; k++) {
+				struct fota_storage *st;
+				bool owned;
+				uint64_t off;
+				x = agent_payload(a, k, &st, &owned, &off, err);
+				if (x == 0) {
+					a->j.dl_next = k + 1;
+					snprintf(a->j.message, sizeof(a->j.message), "downloaded %zu of %zu chunks", k + 1, n);
+					x = commit_or_fail(a, err);
+					agent_log(a, "chunk %zu/%zu downloaded and verified", k + 1, n);
+				}
+			}
+		}
+		if (x == RES_CHANGED) {
+			if (++restarts > RESTARTS_PER_RUN) {
+				fota_error_set(err, FOTA_E_FORMAT, "download: the package keeps changing on the server");
+				return agent_fail(a, AGENT_EXIT_DOWNLOAD);
+			}
+			agent_log(a, "the package changed on the server: starting over");
+			char url[AGENT_URL_MAX + 1];
+			snprintf(url, sizeof(url), "%s", a->j.url);
+			if ((x = new_job(a, url, a->j.op, a->j.restarts + 1, err)) != 0)
+				return x;
+			continue;
+		}
+		if (x != 0)
+			return x;
+		a->j.phase = AGENT_PH_DOWNLOADED;
+		snprintf(a->j.message, sizeof(a->j.message), "package %s %s downloaded and verified; ready to update",
+			 a->m->name, a->m->version);
+		return commit_or_fail(a, err);
+	}
+}
+
+/* Failures that end a job, as opposed to ones a later resume can get past. */
+static bool final_failure(int x)
+{
+	return x == AGENT_EXIT_SIGNATURE || x == AGENT_EXIT_DEVICE || x == AGENT_EXIT_NOT_ACCEPTABLE ||
+	       x == AGENT_EXIT_CORRUPT || x == AGENT_EXIT_SOURCE || x == AGENT_EXIT_DOWNLOAD;
+}
+
+/* Floor raised after a successful install (FORMAT.md 3.3). */
+static fota_status raise_floor(struct agent *a, struct fota_error *err)
+{
+	if (a->m->security_version <= a->floor)
+		return FOTA_OK;
+	char s[32];
+	int n = snprintf(s, sizeof(s), "%" PRIu64 "\n", a->m->security_version);
+	fota_status rc = a->env.state->ops->commit(a->env.state, REC_FLOOR, s, (size_t)n - 1, err);
+	if (rc == FOTA_OK)
+		a->floor = a->m->security_version;
+	return rc;
+}
+
+static int run_hook(struct agent *a, struct fota_error *err)
+{
+	const char *cmd = a->cfg->switch_command;
+	if (a->cfg->mode != FOTA_MODE_AB || !cmd)
+		return AGENT_EXIT_OK;
+	char slot[2] = { a->j.target_slot, 0 };
+	const char *path = a->j.target_slot == 'a' ? a->cfg->slot_a : a->cfg->slot_b;
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0) {
+		fota_error_set(err, FOTA_E_IO, "switch_command: fork: %s", strerror(errno));
+		return agent_fail(a, AGENT_EXIT_HOOK);
+	}
+	if (pid == 0) {
+		setenv("FOTA_SLOT", slot, 1);
+		setenv("FOTA_SLOT_PATH", path, 1);
+		setenv("FOTA_PKG_NAME", a->m->name, 1);
+		setenv("FOTA_PKG_VERSION", a->m->version, 1);
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	int status = 0;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		fota_error_set(err, FOTA_E_IO, "switch_command '%s' failed (%s %d); the new slot %s is verified, resume retries",
+			       cmd, WIFEXITED(status) ? "exit" : "signal",
+			       WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status), slot);
+		return agent_fail(a, AGENT_EXIT_HOOK);
+	}
+	return AGENT_EXIT_OK;
+}
+
+/* The active slot, from the config or from active_slot_command. */
+static int active_slot(struct agent *a, char *out, struct fota_error *err)
+{
+	if (a->cfg->active_slot) {
+		*out = a->cfg->active_slot;
+		return AGENT_EXIT_OK;
+	}
+	fflush(NULL);
+	FILE *p = popen(a->cfg->active_slot_command, "r");
+	char line[16] = "";
+	if (!p) {
+		fota_error_set(err, FOTA_E_IO, "active_slot_command: %s", strerror(errno));
+		return agent_fail(a, AGENT_EXIT_HOOK);
+	}
+	if (!fgets(line, sizeof(line), p))
+		line[0] = 0;
+	int st = pclose(p);
+	line[strcspn(line, " \t\r\n")] = 0;
+	if (st != 0 || (strcmp(line, "a") != 0 && strcmp(line, "b") != 0)) {
+		fota_error_set(err, FOTA_E_IO, "active_slot_command '%s' must print a or b and exit 0",
+			       a->cfg->active_slot_command);
+		return agent_fail(a, AGENT_EXIT_HOOK);
+	}
+	*out = line[0];
+	return AGENT_EXIT_OK;
+}
+
+/* Phases DOWNLOADED / APPLYING / APPLIED -> DONE. */
+static int run_update(struct agent *a, struct fota_error *err)
+{
+	int x = load_package(a, err);
+	if (x != 0)
+		return x;
+	if (a->j.phase == AGENT_PH_DOWNLOADED) {
+		if (a->cfg->mode == FOTA_MODE_AB) {
+			char act;
+			if ((x = active_slot(a, &act, err)) != 0)
+				return x;
+			a->j.target_slot = act == 'a' ? 'b' : 'a';
+		}
+		a->j.phase = AGENT_PH_APPLYING;
+		a->j.ap_next = 0;
+		a->j.ip_step = 0;
+		snprintf(a->j.message, sizeof(a->j.message), "updating");
+		if ((x = commit_or_fail(a, err)) != 0)
+			return x;
+	}
+	if (a->j.phase == AGENT_PH_APPLYING) {
+		if ((x = agent_apply(a, err)) != 0)
+			return x;
+		a->j.phase = AGENT_PH_APPLIED;
+		snprintf(a->j.message, sizeof(a->j.message), "target written and verified");
+		if ((x = commit_or_fail(a, err)) != 0)
+			return x;
+	}
+	if ((x = run_hook(a, err)) != 0) {
+		snprintf(a->j.message, sizeof(a->j.message), "%s", err ? err->msg : "switch failed");
+		if (agent_commit(a, NULL) != FOTA_OK)
+			agent_log(a, "could not record the failure in the journal");
+		return x;
+	}
+	if (raise_floor(a, err) != FOTA_OK)
+		return agent_fail(a, AGENT_EXIT_IO);
+	snprintf(a->j.message, sizeof(a->j.message), "package %s %s installed%s%s", a->m->name, a->m->version,
+		 a->cfg->mode == FOTA_MODE_AB ? " in slot " : "", a->cfg->mode == FOTA_MODE_AB ?
+		 (a->j.target_slot == 'a' ? "a" : "b") : "");
+	agent_log(a, "%s", a->j.message);
+	return end_job(a, AGENT_PH_DONE, AGENT_EXIT_OK, err, false);
+}
+
+/* Run the job from where the journal stands; end it when a failure is final. */
+static int drive(struct agent *a, struct fota_error *err)
+{
+	int x = AGENT_EXIT_OK;
+	if (a->j.phase == AGENT_PH_DOWNLOADING)
+		x = run_download(a, err);
+	if (x == 0 && a->j.phase != AGENT_PH_DOWNLOADING &&
+	    (a->j.op == AGENT_OP_DOWNLOAD_AND_UPDATE || a->j.op == AGENT_OP_UPDATE) &&
+	    (a->j.phase == AGENT_PH_DOWNLOADED || a->j.phase == AGENT_PH_APPLYING || a->j.phase == AGENT_PH_APPLIED))
+		x = run_update(a, err);
+	if (x != 0 && x != RES_CHANGED) {
+		bool before_write = a->j.phase == AGENT_PH_DOWNLOADING || a->j.phase == AGENT_PH_DOWNLOADED ||
+				    (a->j.phase == AGENT_PH_APPLYING && (a->cfg->mode == FOTA_MODE_AB || !a->j.source_ok));
+		if (final_failure(x) && before_write) {
+			/* a download that ran out of its window keeps its cache: the same URL continues */
+			return end_job(a, AGENT_PH_FAILED, x, err, x == AGENT_EXIT_DOWNLOAD);
+		}
+		if (final_failure(x) && a->j.phase == AGENT_PH_APPLYING && x != AGENT_EXIT_DOWNLOAD && a->cfg->mode == FOTA_MODE_INPLACE) {
+			fota_error_prefix(err, "in-place update stopped at chunk %llu (chunks before it are the target's, the rest the source's): ",
+					  (unsigned long long)a->j.ap_next);
+			return end_job(a, AGENT_PH_FAILED, x, err, true);
+		}
+		if (err) {
+			snprintf(a->j.message, sizeof(a->j.message), "%s", err->msg);
+			struct fota_error e2;
+			if (agent_commit(a, &e2) != FOTA_OK)
+				agent_log(a, "could not record the failure in the journal: %s", e2.msg);
+		}
+	}
+	return x == RES_CHANGED ? agent_fail(a, AGENT_EXIT_DOWNLOAD) : x;
+}
+
+static bool job_active(const struct agent_journal *j)
+{
+	return j->phase == AGENT_PH_DOWNLOADING || j->phase == AGENT_PH_DOWNLOADED || j->phase == AGENT_PH_APPLYING ||
+	       j->phase == AGENT_PH_APPLIED;
+}
+
+int agent_download(struct agent *a, const char *url, bool and_update, struct fota_error *err)
+{
+	fota_error_clear(err);
+	enum agent_op op = and_update ? AGENT_OP_DOWNLOAD_AND_UPDATE : AGENT_OP_DOWNLOAD;
+	struct agent_fetch *probe = NULL;
+	if (agent_fetch_open(url, a->cfg, &probe, err) != FOTA_OK)
+		return agent_fail(a, AGENT_EXIT_DOWNLOAD);
+	agent_fetch_close(probe);
+	int x;
+	if (job_active(&a->j)) {
+		if (strcmp(a->j.url, url) != 0) {
+			fota_error_set(err, FOTA_E_ARG, "a job for %s is %s; run resume, or cancel it first", a->j.url,
+				       agent_phase_name(a->j.phase));
+			return agent_fail(a, AGENT_EXIT_STATE);
+		}
+		if (and_update)
+			a->j.op = op;
+	} else if (a->j.phase == AGENT_PH_FAILED && a->j.result == AGENT_EXIT_DOWNLOAD && a->j.head_ok &&
+		   strcmp(a->j.url, url) == 0) {
+		/* the same package again after the retry window ran out: keep what we have */
+		a->j.op = op;
+		a->j.phase = AGENT_PH_DOWNLOADING;
+		a->j.result = 0;
+		if ((x = commit_or_fail(a, err)) != 0)
+			return x;
+	} else if ((x = new_job(a, url, op, 0, err)) != 0) {
+		return x;
+	}
+	return drive(a, err);
+}
+
+int agent_update(struct agent *a, struct fota_error *err)
+{
+	fota_error_clear(err);
+	if (a->j.phase != AGENT_PH_DOWNLOADED && a->j.phase != AGENT_PH_APPLYING && a->j.phase != AGENT_PH_APPLIED) {
+		fota_error_set(err, FOTA_E_ARG, "nothing to update: %s", a->j.phase == AGENT_PH_DOWNLOADING ?
+			       "the download is not complete (run resume)" : "no package is downloaded");
+		return agent_fail(a, AGENT_EXIT_STATE);
+	}
+	if (a->j.op == AGENT_OP_DOWNLOAD) {
+		a->j.op = AGENT_OP_UPDATE;
+		int x = commit_or_fail(a, err);
+		if (x != 0)
+			return x;
+	}
+	return drive(a, err);
+}
+
+int agent_resume(struct agent *a, struct fota_error *err)
+{
+	fota_error_clear(err);
+	if (!job_active(&a->j)) {
+		agent_log(a, "nothing pending");
+		return AGENT_EXIT_OK;
+	}
+	if (a->j.phase == AGENT_PH_DOWNLOADED && a->j.op == AGENT_OP_DOWNLOAD) {
+		agent_log(a, "package downloaded; waiting for the update command");
+		return AGENT_EXIT_OK;
+	}
+	return drive(a, err);
+}
+
+int agent_cancel(struct agent *a, struct fota_error *err)
+{
+	fota_error_clear(err);
+	if (!job_active(&a->j) && a->j.phase != AGENT_PH_FAILED) {
+		agent_log(a, "nothing to cancel");
+		return AGENT_EXIT_OK;
+	}
+	if (a->cfg->mode == FOTA_MODE_INPLACE && (a->j.phase == AGENT_PH_APPLYING || a->j.phase == AGENT_PH_APPLIED) &&
+	    (a->j.ap_next > 0 || a->j.ip_step > 0 || a->j.source_ok)) {
+		fota_error_set(err, FOTA_E_ARG, "cannot cancel: the in-place update has started writing the partition; "
+			       "run resume to complete it");
+		return agent_fail(a, AGENT_EXIT_STATE);
+	}
+	if (a->j.head_ok)
+		(void)load_package(a, NULL);
+	snprintf(a->j.message, sizeof(a->j.message), "cancelled");
+	int x = end_job(a, AGENT_PH_IDLE, AGENT_EXIT_OK, NULL, false);
+	if (x == 0) {
+		a->j.result = 0;
+		agent_log(a, "cancelled");
+	}
+	return x;
+}
+
+static void json_str(FILE *out, const char *s)
+{
+	fputc('"', out);
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			fprintf(out, "\\%c", c);
+		else if (c < 0x20 || c >= 0x7f)
+			fprintf(out, "\\u%04x", c);
+		else
+			fputc(c, out);
+	}
+	fputc('"', out);
+}
+
+int agent_status(struct agent *a, bool json, FILE *out, struct fota_error *err)
+{
+	fota_error_clear(err);
+	const struct agent_journal *j = &a->j;
+	struct fota_error e2;
+	if (j->head_ok && (j->phase != AGENT_PH_DONE && j->phase != AGENT_PH_IDLE))
+		(void)load_package(a, &e2);
+	size_t n = a->m ? fota_manifest_chunk_count(a->m) : 0;
+	if (json) {
+		fprintf(out, "{\"phase\":\"%s\",\"op\":\"%s\",\"url\":", agent_phase_name(j->phase), agent_op_name(j->op));
+		json_str(out, j->url);
+		fprintf(out, ",\"package\":");
+		if (a->m) {
+			fprintf(out, "{\"name\":");
+			json_str(out, a->m->name);
+			fprintf(out, ",\"version\":");
+			json_str(out, a->m->version);
+			fprintf(out, ",\"mode\":\"%s\"}", fota_mode_name(a->m->mode));
+		} else {
+			fprintf(out, "null");
+		}
+		fprintf(out, ",\"download_mode\":\"%s\",\"chunks\":%zu,\"chunks_downloaded\":%" PRIu64
+			",\"chunks_applied\":%" PRIu64 ",\"bytes_received\":%" PRIu64 ",\"target_slot\":",
+			j->stream ? "stream" : "store", n, j->dl_next, j->ap_next, j->bytes);
+		if (j->target_slot)
+			fprintf(out, "\"%c\"", j->target_slot);
+		else
+			fprintf(out, "null");
+		fprintf(out, ",\"restarts\":%" PRIu64 ",\"security_floor\":%" PRIu64 ",\"result\":%d,\"result_name\":\"%s\",\"message\":",
+			j->restarts, a->floor, j->result, agent_exit_name(j->result));
+		json_str(out, j->message);
+		fprintf(out, "}\n");
+	} else {
+		fprintf(out, "phase:          %s\n", agent_phase_name(j->phase));
+		if (j->op != AGENT_OP_NONE)
+			fprintf(out, "operation:      %s\nurl:            %s\n", agent_op_name(j->op), j->url);
+		if (a->m)
+			fprintf(out, "package:        %s %s (%s, %zu chunks)\n", a->m->name, a->m->version,
+				fota_mode_name(a->m->mode), n);
+		if (j->op != AGENT_OP_NONE)
+			fprintf(out, "downloaded:     %" PRIu64 " chunks (%s mode), %" PRIu64 " bytes received\n"
+				"applied:        %" PRIu64 " chunks\n", j->dl_next, j->stream ? "stream" : "store",
+				j->bytes, j->ap_next);
+		if (j->target_slot)
+			fprintf(out, "target slot:    %c\n", j->target_slot);
+		fprintf(out, "security floor: %" PRIu64 "\n", a->floor);
+		if (j->phase == AGENT_PH_FAILED || j->result)
+			fprintf(out, "result:         %d (%s)\n", j->result, agent_exit_name(j->result));
+		if (j->message[0])
+			fprintf(out, "message:        %s\n", j->message);
+	}
+	return AGENT_EXIT_OK;
+}

@@ -1,0 +1,373 @@
+/*
+ * apply.c: writing targets (see agent.h). A/B writes the inactive slot chunk by chunk
+ * and never opens the active slot for writing. In place follows FORMAT.md section 6.2:
+ * stash, produce (written-ahead chunks through the staging region of the scratch
+ * area), check, journal. Payloads are verified before use (agent_payload); each chunk
+ * is produced through a streaming zstd decoder or the delta engine, with memory
+ * bounded by the I/O buffers, the zstd window and the delta engine's limit.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+
+#include "fota/delta.h"
+#include "fota/inplace.h"
+#include "agent_internal.h"
+
+struct writer {
+	struct fota_storage *dst;
+	uint64_t off, written, limit;
+	struct fota_sha256 *h;
+};
+
+static fota_status writer_put(struct writer *w, const void *buf, size_t len, struct fota_error *err)
+{
+	if (len > w->limit - w->written)
+		return fota_error_set(err, FOTA_E_INTEGRITY, "chunk output longer than its target_size %llu",
+				      (unsigned long long)w->limit);
+	fota_status rc = fota_storage_write(w->dst, w->off + w->written, buf, len, err);
+	if (rc != FOTA_OK)
+		return rc;
+	fota_sha256_update(w->h, buf, len);
+	w->written += len;
+	return FOTA_OK;
+}
+
+/* The old input of a delta chunk: its source_reads, concatenated. */
+struct oldmap {
+	const struct fota_chunk *ch;
+	struct fota_storage *part, *scratch;
+	uint64_t *cum; /* cum[i] = old offset where range i starts; cum[n] = total */
+};
+
+static fota_status read_old(struct oldmap *o, uint64_t off, uint8_t *buf, size_t len, struct fota_error *err)
+{
+	size_t n = o->ch->n_source_reads;
+	if (off > o->cum[n] || len > o->cum[n] - off)
+		return fota_error_set(err, FOTA_E_PATCH, "patch reads old bytes %llu+%zu outside %llu",
+				      (unsigned long long)off, len, (unsigned long long)o->cum[n]);
+	while (len > 0) {
+		size_t lo = 0, hi = n; /* find the range holding off: cum[lo] <= off < cum[lo+1] */
+		while (hi - lo > 1) {
+			size_t mid = (lo + hi) / 2;
+			if (o->cum[mid] <= off)
+				lo = mid;
+			else
+				hi = mid;
+		}
+		const struct fota_range *r = &o->ch->source_reads[lo];
+		uint64_t in = off - o->cum[lo];
+		uint64_t take = r->length - in < len ? r->length - in : len;
+		struct fota_storage *s = r->scratch ? o->scratch : o->part;
+		if (!s)
+			return fota_error_set(err, FOTA_E_MANIFEST, "scratch read without a scratch area");
+		fota_status rc = fota_storage_read(s, r->offset + in, buf, (size_t)take, err);
+		if (rc != FOTA_OK)
+			return rc;
+		buf += take;
+		off += take;
+		len -= (size_t)take;
+	}
+	return FOTA_OK;
+}
+
+struct delta_ctx {
+	struct fota_storage *payload;
+	uint64_t payload_off;
+	struct oldmap *old;
+	struct writer *w;
+};
+
+static fota_status d_read_patch(void *ctx, uint64_t off, void *buf, size_t len, struct fota_error *err)
+{
+	struct delta_ctx *d = ctx;
+	return fota_storage_read(d->payload, d->payload_off + off, buf, len, err);
+}
+
+static fota_status d_read_source(void *ctx, uint64_t off, void *buf, size_t len, struct fota_error *err)
+{
+	struct delta_ctx *d = ctx;
+	return read_old(d->old, off, buf, len, err);
+}
+
+static fota_status d_write(void *ctx, const void *buf, size_t len, struct fota_error *err)
+{
+	struct delta_ctx *d = ctx;
+	return writer_put(d->w, buf, len, err);
+}
+
+struct applier {
+	struct agent *a;
+	ZSTD_DCtx *dctx;
+	struct fota_storage *src;      /* ab: the active slot (read only); inplace: the partition */
+	struct fota_storage *dst;      /* ab: the inactive slot; inplace: the partition */
+	struct fota_storage *scratch;  /* inplace, when the package needs one */
+	uint64_t stash_end;
+};
+
+/* Produce chunk ch from its verified payload into dst at off; checks size and digest. */
+static int produce(struct applier *ap, const struct fota_chunk *ch, size_t k, struct fota_storage *payload,
+		   uint64_t poff, struct fota_storage *dst, uint64_t off, struct fota_error *err)
+{
+	struct agent *a = ap->a;
+	struct writer w = { dst, off, 0, ch->target_size, fota_sha256_new() };
+	if (!w.h) {
+		fota_error_set(err, FOTA_E_NOMEM, "out of memory");
+		return agent_fail(a, AGENT_EXIT_INTERNAL);
+	}
+	fota_status rc = FOTA_OK;
+	uint64_t *cum = NULL;
+	if (ch->method == FOTA_METHOD_FULL) {
+		ZSTD_DCtx_reset(ap->dctx, ZSTD_reset_session_only);
+		uint64_t left = ch->payload_size;
+		size_t zr = 1;
+		while (left > 0 && rc == FOTA_OK) {
+			size_t n = left < AGENT_IO_BUF ? (size_t)left : AGENT_IO_BUF;
+			if ((rc = fota_storage_read(payload, poff, a->buf, n, err)) != FOTA_OK)
+				break;
+			poff += n;
+			left -= n;
+			ZSTD_inBuffer in = { a->buf, n, 0 };
+			while (in.pos < in.size && rc == FOTA_OK) {
+				if (zr == 0) {
+					rc = fota_error_set(err, FOTA_E_COMPRESS, "chunk %zu: data after the zstd frame", k);
+					break;
+				}
+				ZSTD_outBuffer out = { a->buf2, AGENT_IO_BUF, 0 };
+				zr = ZSTD_decompressStream(ap->dctx, &out, &in);
+				if (ZSTD_isError(zr)) {
+					rc = fota_error_set(err, FOTA_E_COMPRESS, "chunk %zu: zstd: %s", k, ZSTD_getErrorName(zr));
+					break;
+				}
+				if (out.pos)
+					rc = writer_put(&w, a->buf2, out.pos, err);
+			}
+		}
+		/* flush what the decoder still holds */
+		while (rc == FOTA_OK && zr != 0) {
+			ZSTD_inBuffer in = { NULL, 0, 0 };
+			ZSTD_outBuffer out = { a->buf2, AGENT_IO_BUF, 0 };
+			zr = ZSTD_decompressStream(ap->dctx, &out, &in);
+			if (ZSTD_isError(zr)) {
+				rc = fota_error_set(err, FOTA_E_COMPRESS, "chunk %zu: zstd: %s", k, ZSTD_getErrorName(zr));
+				break;
+			}
+			if (out.pos)
+				rc = writer_put(&w, a->buf2, out.pos, err);
+			else if (zr != 0)
+				rc = fota_error_set(err, FOTA_E_COMPRESS, "chunk %zu: truncated zstd frame", k);
+		}
+	} else {
+		cum = malloc((ch->n_source_reads + 1) * sizeof(uint64_t));
+		if (!cum) {
+			rc = fota_error_set(err, FOTA_E_NOMEM, "out of memory");
+		} else {
+			cum[0] = 0;
+			for (size_t i = 0; i < ch->n_source_reads; i++)
+				cum[i + 1] = cum[i] + ch->source_reads[i].length; /* each < 2^40, at most 4096 */
+			struct oldmap om = { ch, ap->src, ap->scratch, cum };
+			struct delta_ctx dc = { payload, poff, &om, &w };
+			struct fota_delta_io io = { &dc, ch->payload_size, d_read_patch, d_read_source, d_write };
+			uint64_t got = 0;
+			rc = fota_delta_apply(&io, cum[ch->n_source_reads], FOTA_DELTA_MEM_DEFAULT, &got, err);
+		}
+	}
+	free(cum);
+	int x = AGENT_EXIT_OK;
+	if (rc == FOTA_OK && w.written != ch->target_size)
+		rc = fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: produced %llu bytes, target_size %llu", k,
+				    (unsigned long long)w.written, (unsigned long long)ch->target_size);
+	uint8_t d[FOTA_SHA256_LEN];
+	fota_sha256_final(w.h, d);
+	fota_sha256_free(w.h);
+	if (rc == FOTA_OK && fota_storage_sync(dst, err) != FOTA_OK)
+		return agent_fail(a, AGENT_EXIT_IO);
+	if (rc == FOTA_OK && memcmp(d, ch->target_sha256, sizeof(d)) != 0)
+		rc = fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: target sha256 does not match the manifest", k);
+	if (rc != FOTA_OK)
+		x = agent_fail(a, rc == FOTA_E_IO ? AGENT_EXIT_IO : agent_exit_for(rc));
+	return x;
+}
+
+static int check_range(struct applier *ap, struct fota_storage *s, uint64_t off, uint64_t len,
+		       const uint8_t want[FOTA_SHA256_LEN], const char *what, size_t k, struct fota_error *err)
+{
+	uint8_t d[FOTA_SHA256_LEN];
+	if (agent_hash_range(ap->a, s, off, len, d, err) != FOTA_OK)
+		return agent_fail(ap->a, AGENT_EXIT_IO);
+	if (memcmp(d, want, sizeof(d)) != 0) {
+		fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: %s sha256 does not match the manifest", k, what);
+		return agent_fail(ap->a, AGENT_EXIT_CORRUPT);
+	}
+	return AGENT_EXIT_OK;
+}
+
+static int copy_range(struct applier *ap, struct fota_storage *from, uint64_t foff, struct fota_storage *to,
+		      uint64_t toff, uint64_t len, struct fota_error *err)
+{
+	struct agent *a = ap->a;
+	while (len > 0) {
+		size_t n = len < AGENT_IO_BUF ? (size_t)len : AGENT_IO_BUF;
+		if (fota_storage_read(from, foff, a->buf, n, err) != FOTA_OK ||
+		    fota_storage_write(to, toff, a->buf, n, err) != FOTA_OK)
+			return agent_fail(a, AGENT_EXIT_IO);
+		foff += n;
+		toff += n;
+		len -= n;
+	}
+	return AGENT_EXIT_OK;
+}
+
+static int commit_step(struct agent *a, struct fota_error *err)
+{
+	return agent_commit(a, err) == FOTA_OK ? AGENT_EXIT_OK : agent_fail(a, AGENT_EXIT_IO);
+}
+
+/* One in-place chunk, from whatever step the journal says it reached. */
+static int inplace_chunk(struct applier *ap, const struct fota_chunk *ch, size_t k, struct fota_error *err)
+{
+	struct agent *a = ap->a;
+	int x;
+	if (a->j.ip_step == 0 && ch->n_stash > 0) {
+		for (size_t i = 0; i < ch->n_stash; i++) {
+			const struct fota_stash *s = &ch->stash[i];
+			if ((x = copy_range(ap, ap->dst, s->source_offset, ap->scratch, s->scratch_offset, s->length, err)) != 0)
+				return x;
+		}
+		if (fota_storage_sync(ap->scratch, err) != FOTA_OK)
+			return agent_fail(a, AGENT_EXIT_IO);
+		a->j.ip_step = 1;
+		if ((x = commit_step(a, err)) != 0)
+			return x;
+	}
+	bool ahead = fota_inplace_self_overlap(ch);
+	if (a->j.ip_step < 2) {
+		struct fota_storage *pst;
+		bool owned;
+		uint64_t poff;
+		if ((x = agent_payload(a, k, &pst, &owned, &poff, err)) != 0)
+			return x;
+		if (ahead)
+			x = produce(ap, ch, k, pst, poff, ap->scratch, ap->stash_end, err);
+		else
+			x = produce(ap, ch, k, pst, poff, ap->dst, ch->target_offset, err);
+		if (owned)
+			fota_storage_close(pst);
+		if (x != 0)
+			return x;
+		if (ahead) {
+			/* read the staged bytes back before trusting them */
+			if ((x = check_range(ap, ap->scratch, ap->stash_end, ch->target_size, ch->target_sha256, "staged",
+					     k, err)) != 0)
+				return x;
+			a->j.ip_step = 2;
+			if ((x = commit_step(a, err)) != 0)
+				return x;
+		}
+	}
+	if (ahead) {
+		if ((x = copy_range(ap, ap->scratch, ap->stash_end, ap->dst, ch->target_offset, ch->target_size, err)) != 0)
+			return x;
+		if (fota_storage_sync(ap->dst, err) != FOTA_OK)
+			return agent_fail(a, AGENT_EXIT_IO);
+	}
+	return check_range(ap, ap->dst, ch->target_offset, ch->target_size, ch->target_sha256, "target", k, err);
+}
+
+static int ab_chunk(struct applier *ap, const struct fota_chunk *ch, size_t k, struct fota_error *err)
+{
+	struct fota_storage *pst;
+	bool owned;
+	uint64_t poff;
+	int x = agent_payload(ap->a, k, &pst, &owned, &poff, err);
+	if (x != 0)
+		return x;
+	x = produce(ap, ch, k, pst, poff, ap->dst, ch->target_offset, err);
+	if (owned)
+		fota_storage_close(pst);
+	return x;
+}
+
+int agent_apply(struct agent *a, struct fota_error *err)
+{
+	const struct fota_manifest *m = a->m;
+	const struct fota_image *im = &m->images[0];
+	const struct agent_config *c = a->cfg;
+	struct applier ap = { .a = a };
+	int x = AGENT_EXIT_OK;
+	const struct fota_devices *dv = &a->env.devices;
+	if (c->mode == FOTA_MODE_AB) {
+		const char *src = a->j.target_slot == 'a' ? c->slot_b : c->slot_a;
+		const char *dst = a->j.target_slot == 'a' ? c->slot_a : c->slot_b;
+		if (dv->open(dv->ctx, src, false, &ap.src, err) != FOTA_OK ||
+		    dv->open(dv->ctx, dst, true, &ap.dst, err) != FOTA_OK) {
+			x = agent_fail(a, AGENT_EXIT_IO);
+			goto out;
+		}
+	} else {
+		if (dv->open(dv->ctx, c->target, true, &ap.dst, err) != FOTA_OK) {
+			x = agent_fail(a, AGENT_EXIT_IO);
+			goto out;
+		}
+		ap.src = ap.dst;
+		ap.stash_end = fota_inplace_stash_end(m);
+		if (fota_inplace_scratch_needed(m) > 0 && dv->open(dv->ctx, c->scratch, true, &ap.scratch, err) != FOTA_OK) {
+			x = agent_fail(a, AGENT_EXIT_IO);
+			goto out;
+		}
+	}
+	if (!(ap.dctx = ZSTD_createDCtx()) ||
+	    ZSTD_isError(ZSTD_DCtx_setParameter(ap.dctx, ZSTD_d_windowLogMax, (int)m->window_log))) {
+		fota_error_set(err, FOTA_E_NOMEM, "zstd: cannot create a decoder");
+		x = agent_fail(a, AGENT_EXIT_INTERNAL);
+		goto out;
+	}
+	if (!a->j.source_ok) {
+		if (im->has_source) {
+			if ((x = check_range(&ap, ap.src, 0, im->source_size, im->source_sha256, "source", 0, err)) != 0) {
+				if (x == AGENT_EXIT_CORRUPT) {
+					fota_error_set(err, FOTA_E_SOURCE, "source %s: sha256 of its first %llu bytes does not match the package; nothing was written",
+						       ap.src->name, (unsigned long long)im->source_size);
+					x = agent_fail(a, AGENT_EXIT_SOURCE);
+				}
+				goto out;
+			}
+		}
+		a->j.source_ok = true;
+		if ((x = commit_step(a, err)) != 0)
+			goto out;
+	}
+	size_t n = im->n_chunks;
+	for (size_t k = (size_t)a->j.ap_next; k < n; k++) {
+		const struct fota_chunk *ch = &im->chunks[k];
+		x = c->mode == FOTA_MODE_AB ? ab_chunk(&ap, ch, k, err) : inplace_chunk(&ap, ch, k, err);
+		if (x != 0) {
+			fota_error_prefix(err, "update: ");
+			goto out;
+		}
+		a->j.ap_next = k + 1;
+		a->j.ip_step = 0;
+		snprintf(a->j.message, sizeof(a->j.message), "applied %zu of %zu chunks", k + 1, n);
+		if ((x = commit_step(a, err)) != 0)
+			goto out;
+		agent_payload_release(a, k);
+		agent_log(a, "chunk %zu/%zu applied and verified", k + 1, n);
+	}
+	uint8_t d[FOTA_SHA256_LEN];
+	if (agent_hash_range(a, ap.dst, 0, im->target_size, d, err) != FOTA_OK) {
+		x = agent_fail(a, AGENT_EXIT_IO);
+		goto out;
+	}
+	if (memcmp(d, im->target_sha256, sizeof(d)) != 0) {
+		fota_error_set(err, FOTA_E_INTEGRITY, "image %s: sha256 of the written target does not match the manifest",
+			       im->name);
+		x = agent_fail(a, AGENT_EXIT_CORRUPT);
+	}
+out:
+	ZSTD_freeDCtx(ap.dctx);
+	if (ap.src != ap.dst)
+		fota_storage_close(ap.src);
+	fota_storage_close(ap.dst);
+	fota_storage_close(ap.scratch);
+	return x;
+}
