@@ -17,7 +17,8 @@ PKG_LIBS := libcrypto libzstd libarchive jansson libdivsufsort libcurl inih
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKG_LIBS) 2>/dev/null)
 PKG_LDLIBS := $(shell pkg-config --libs $(PKG_LIBS) 2>/dev/null)
 # The agent links only what applying needs (DESIGN.md): never libarchive or libdivsufsort.
-AGENT_LDLIBS := $(shell pkg-config --libs libcrypto libzstd libcurl jansson inih 2>/dev/null) -lpthread -lm
+# libbz2 comes with fota_delta_apply, which also applies BSDIFF40 patches.
+AGENT_LDLIBS := $(shell pkg-config --libs libcrypto libzstd libcurl jansson inih 2>/dev/null) -lbz2 -lpthread -lm
 
 # -Wno-format-truncation: error messages are truncated on purpose; clang has no such warning.
 WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wvla -Wno-unused-parameter \
