@@ -39,21 +39,24 @@ int fota_delta_detect(const uint8_t *head, size_t len)
 	return -1;
 }
 
-uint64_t fota_delta_apply_mem(unsigned ctrl_wlog, unsigned diff_wlog, unsigned extra_wlog, unsigned block_log,
-			      unsigned prefix_log)
+uint64_t fota_delta_apply_mem(const unsigned wlog[DELTA_NSTREAMS], unsigned block_log, unsigned prefix_log)
 {
 	uint64_t m = 0;
-	m += ZSTD_estimateDStreamSize((size_t)1 << ctrl_wlog);
-	m += ZSTD_estimateDStreamSize((size_t)1 << diff_wlog);
-	m += ZSTD_estimateDStreamSize((size_t)1 << extra_wlog);
-	m += delta_piece_bound(DELTA_CTRL_CAP) + 2 * delta_piece_bound(UINT64_C(1) << block_log); /* block */
+	for (int i = 0; i < DELTA_NSTREAMS; i++)
+		m += ZSTD_estimateDStreamSize((size_t)1 << wlog[i]);
+	m += delta_piece_bound(DELTA_CTRL_CAP) + (DELTA_NSTREAMS - 1) * delta_piece_bound(UINT64_C(1) << block_log);
 	m += DELTA_CTRL_CAP + 3 * DELTA_IO_BUF + 4096; /* control, source, diff, target buffers; state */
 	if (prefix_log) /* window blocks: the source window, the decoded block, a decoder */
 		m += (UINT64_C(1) << prefix_log) + (UINT64_C(1) << block_log) + ZSTD_estimateDCtxSize();
 	return m;
 }
 
-static const char *const sname[3] = {"control", "diff", "extra"};
+#define NS DELTA_NSTREAMS
+#define S_CTRL 0
+#define S_DRUN 1
+#define S_DLIT 2
+#define S_EXTRA 3
+static const char *const sname[NS] = {"control", "diff-run", "diff-literal", "extra"};
 
 struct zin {
 	ZSTD_DStream *d;
@@ -64,7 +67,8 @@ struct zin {
 struct applier {
 	const struct fota_delta_io *io;
 	uint64_t source_size, new_size;
-	struct zin z[3];
+	struct zin z[NS];
+	uint64_t zrun, lrun;    /* current diff run: zero bytes, then literal bytes, left */
 	ZSTD_DCtx *wd;
 	uint8_t *prefix, *wout;
 	uint8_t *block, *ctrl, *sbuf, *dbuf, *obuf;
@@ -134,6 +138,65 @@ static fota_status zdrain(struct applier *a, int i, uint64_t blk, struct fota_er
 	return FOTA_OK;
 }
 
+/* One varint from stream i. */
+static fota_status zvarint(struct applier *a, int i, uint64_t *v, uint64_t blk, struct fota_error *err)
+{
+	uint64_t r = 0;
+	for (unsigned shift = 0; shift < 64; shift += 7) {
+		uint8_t b;
+		fota_status st = zread(a, i, &b, 1, blk, err);
+		if (st != FOTA_OK)
+			return st;
+		if (shift == 63 && (b & 0x7e))
+			break;
+		r |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80)) {
+			*v = r;
+			return FOTA_OK;
+		}
+	}
+	return fota_error_set(err, FOTA_E_PATCH, "delta: block %" PRIu64 ": %s stream: bad varint", blk, sname[i]);
+}
+
+/* n diff bytes from the run-length coded diff streams; dleft: diff bytes the block's
+ * controls still add (a run may not go past them). */
+static fota_status diff_read(struct applier *a, uint8_t *dst, size_t n, uint64_t *dleft, uint64_t blk,
+			     struct fota_error *err)
+{
+	while (n) {
+		if (a->zrun) {
+			size_t k = a->zrun < n ? (size_t)a->zrun : n;
+			memset(dst, 0, k);
+			a->zrun -= k;
+			dst += k;
+			n -= k;
+		} else if (a->lrun) {
+			size_t k = a->lrun < n ? (size_t)a->lrun : n;
+			fota_status st = zread(a, S_DLIT, dst, k, blk, err);
+			if (st != FOTA_OK)
+				return st;
+			a->lrun -= k;
+			dst += k;
+			n -= k;
+		} else {
+			uint64_t z, l;
+			fota_status st = zvarint(a, S_DRUN, &z, blk, err);
+			if (st == FOTA_OK)
+				st = zvarint(a, S_DRUN, &l, blk, err);
+			if (st != FOTA_OK)
+				return st;
+			if ((z == 0 && l == 0) || z > *dleft || l > *dleft - z)
+				return fota_error_set(err, FOTA_E_PATCH, "delta: block %" PRIu64 ": diff run (%" PRIu64
+						      ", %" PRIu64 ") empty or past the block's %" PRIu64 " remaining diff bytes",
+						      blk, z, l, *dleft);
+			*dleft -= z + l;
+			a->zrun = z;
+			a->lrun = l;
+		}
+	}
+	return FOTA_OK;
+}
+
 static fota_status flush_out(struct applier *a, struct fota_error *err)
 {
 	if (a->olen == 0)
@@ -182,13 +245,13 @@ static fota_status apply_fota(const struct fota_delta_io *io, uint64_t source_si
 	if (h[8] != DELTA_VERSION)
 		return fota_error_set(err, FOTA_E_UNSUPPORTED, "delta: patch version %u, this build reads %u", h[8],
 				      DELTA_VERSION);
-	if (h[9] != 0 || h[15] != 0)
-		return fota_error_set(err, FOTA_E_UNSUPPORTED, "delta: header: unknown flags or reserved bytes set");
-	unsigned wl[3] = {h[10], h[11], h[12]}, block_log = h[13], prefix_log = h[14];
+	if (h[9] != 0)
+		return fota_error_set(err, FOTA_E_UNSUPPORTED, "delta: header: unknown flags set");
+	unsigned wl[NS] = {h[10], h[11], h[12], h[13]}, block_log = h[14], prefix_log = h[15];
 	if (prefix_log && (prefix_log < DELTA_WLOG_MIN || prefix_log > DELTA_WLOG_MAX))
 		return fota_error_set(err, FOTA_E_PATCH, "delta: header: source window log %u outside [%d, %d]",
 				      prefix_log, DELTA_WLOG_MIN, DELTA_WLOG_MAX);
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < NS; i++)
 		if (wl[i] < DELTA_WLOG_MIN || wl[i] > DELTA_WLOG_MAX)
 			return fota_error_set(err, FOTA_E_PATCH, "delta: header: %s window log %u outside [%d, %d]",
 					      sname[i], wl[i], DELTA_WLOG_MIN, DELTA_WLOG_MAX);
@@ -205,16 +268,16 @@ static fota_status apply_fota(const struct fota_delta_io *io, uint64_t source_si
 				      source_size, old_size);
 	if (new_size > INT64_MAX || old_size > INT64_MAX)
 		return fota_error_set(err, FOTA_E_PATCH, "delta: header: sizes above 2^63");
-	uint64_t need = fota_delta_apply_mem(wl[0], wl[1], wl[2], block_log, prefix_log);
+	uint64_t need = fota_delta_apply_mem(wl, block_log, prefix_log);
 	if (need > mem_limit)
 		return fota_error_set(err, FOTA_E_LIMIT,
-				      "delta: patch needs %" PRIu64 " bytes of memory (stream windows 2^%u, 2^%u, 2^%u; "
-				      "blocks 2^%u; source window 2^%u), limit %" PRIu64, need, wl[0], wl[1], wl[2],
+				      "delta: patch needs %" PRIu64 " bytes of memory (stream windows 2^%u, 2^%u, 2^%u, 2^%u; "
+				      "blocks 2^%u; source window 2^%u), limit %" PRIu64, need, wl[0], wl[1], wl[2], wl[3],
 				      block_log, prefix_log, mem_limit);
 	a.new_size = new_size;
 
 	uint64_t block_max = UINT64_C(1) << block_log;
-	size_t block_cap = (size_t)(delta_piece_bound(DELTA_CTRL_CAP) + 2 * delta_piece_bound(block_max));
+	size_t block_cap = (size_t)(delta_piece_bound(DELTA_CTRL_CAP) + (NS - 1) * delta_piece_bound(block_max));
 	a.block = malloc(block_cap);
 	a.ctrl = malloc(DELTA_CTRL_CAP);
 	a.sbuf = malloc(DELTA_IO_BUF);
@@ -229,7 +292,7 @@ static fota_status apply_fota(const struct fota_delta_io *io, uint64_t source_si
 		st = fota_error_set(err, FOTA_E_NOMEM, "delta: apply: out of memory");
 		goto out;
 	}
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < NS; i++) {
 		a.z[i].d = ZSTD_createDStream();
 		if (!a.z[i].d ||
 		    ZSTD_isError(ZSTD_DCtx_setParameter(a.z[i].d, ZSTD_d_windowLogMax, (int)wl[i]))) {
@@ -253,7 +316,7 @@ static fota_status apply_fota(const struct fota_delta_io *io, uint64_t source_si
 		if (st != FOTA_OK)
 			goto out;
 		size_t bp = 0;
-		uint64_t kind, new_len, ctrl_raw, cl[3];
+		uint64_t kind, new_len, ctrl_raw, cl[NS];
 		if (get_varint(bh, bhl, &bp, &kind)) {
 			st = fota_error_set(err, FOTA_E_PATCH, "delta: block %" PRIu64 ": truncated header", blk);
 			goto out;
@@ -324,7 +387,7 @@ static fota_status apply_fota(const struct fota_delta_io *io, uint64_t source_si
 		script_seen = 1;
 		if (get_varint(bh, bhl, &bp, &new_len) || get_varint(bh, bhl, &bp, &ctrl_raw) ||
 		    get_varint(bh, bhl, &bp, &cl[0]) || get_varint(bh, bhl, &bp, &cl[1]) ||
-		    get_varint(bh, bhl, &bp, &cl[2])) {
+		    get_varint(bh, bhl, &bp, &cl[2]) || get_varint(bh, bhl, &bp, &cl[3])) {
 			st = fota_error_set(err, FOTA_E_PATCH, "delta: block %" PRIu64 ": truncated or bad header", blk);
 			goto out;
 		}
@@ -334,15 +397,15 @@ static fota_status apply_fota(const struct fota_delta_io *io, uint64_t source_si
 					    block_max, new_size - produced);
 			goto out;
 		}
-		if (ctrl_raw > DELTA_CTRL_CAP || cl[0] > delta_piece_bound(ctrl_raw) ||
-		    cl[1] > delta_piece_bound(new_len) || cl[2] > delta_piece_bound(new_len)) {
+		if (ctrl_raw > DELTA_CTRL_CAP || cl[0] > delta_piece_bound(ctrl_raw) || cl[1] > delta_piece_bound(new_len) ||
+		    cl[2] > delta_piece_bound(new_len) || cl[3] > delta_piece_bound(new_len)) {
 			st = fota_error_set(err, FOTA_E_PATCH, "delta: block %" PRIu64 ": piece sizes %" PRIu64 "/%" PRIu64
-					    "/%" PRIu64 " (control raw %" PRIu64 ") exceed their bounds", blk, cl[0], cl[1],
-					    cl[2], ctrl_raw);
+					    "/%" PRIu64 "/%" PRIu64 " (control raw %" PRIu64 ") exceed their bounds", blk,
+					    cl[0], cl[1], cl[2], cl[3], ctrl_raw);
 			goto out;
 		}
 		poff += bp;
-		uint64_t body = cl[0] + cl[1] + cl[2];
+		uint64_t body = cl[0] + cl[1] + cl[2] + cl[3];
 		if (body > io->patch_size - poff) {
 			st = fota_error_set(err, FOTA_E_PATCH, "delta: block %" PRIu64 ": %" PRIu64
 					    " bytes of pieces run past the patch end", blk, body);
@@ -355,7 +418,7 @@ static fota_status apply_fota(const struct fota_delta_io *io, uint64_t source_si
 		}
 		poff += body;
 		size_t boff = 0;
-		for (int i = 0; i < 3; i++) {
+		for (int i = 0; i < NS; i++) {
 			if (a.z[i].ended && cl[i]) {
 				st = fota_error_set(err, FOTA_E_PATCH, "delta: block %" PRIu64 ": %s piece after its stream's end",
 						    blk, sname[i]);
@@ -368,6 +431,19 @@ static fota_status apply_fota(const struct fota_delta_io *io, uint64_t source_si
 		if (st != FOTA_OK)
 			goto out;
 
+		/* the diff bytes this block's controls add, which its diff runs must cover exactly */
+		uint64_t dleft = 0;
+		for (size_t q = 0; q < ctrl_raw;) {
+			uint64_t v[3];
+			if (get_varint(a.ctrl, (size_t)ctrl_raw, &q, &v[0]) || get_varint(a.ctrl, (size_t)ctrl_raw, &q, &v[1]) ||
+			    get_varint(a.ctrl, (size_t)ctrl_raw, &q, &v[2]))
+				break; /* reported below */
+			if (v[0] > new_len - dleft) {
+				dleft = new_len + 1; /* reported below as a control past the block */
+				break;
+			}
+			dleft += v[0];
+		}
 		size_t cp = 0;
 		uint64_t left = new_len;
 		while (cp < ctrl_raw) {
@@ -394,7 +470,7 @@ static fota_status apply_fota(const struct fota_delta_io *io, uint64_t source_si
 				size_t n = add < room ? (size_t)add : room;
 				st = io->read_source(io->ctx, (uint64_t)opos, a.sbuf, n, err);
 				if (st == FOTA_OK)
-					st = zread(&a, 1, a.dbuf, n, blk, err);
+					st = diff_read(&a, a.dbuf, n, &dleft, blk, err);
 				if (st != FOTA_OK)
 					goto out;
 				uint8_t *o = a.obuf + a.olen;
@@ -409,7 +485,7 @@ static fota_status apply_fota(const struct fota_delta_io *io, uint64_t source_si
 			while (copy) {
 				size_t room = DELTA_IO_BUF - a.olen;
 				size_t n = copy < room ? (size_t)copy : room;
-				st = zread(&a, 2, a.obuf + a.olen, n, blk, err);
+				st = zread(&a, S_EXTRA, a.obuf + a.olen, n, blk, err);
 				if (st != FOTA_OK)
 					goto out;
 				a.olen += n;
@@ -431,15 +507,20 @@ static fota_status apply_fota(const struct fota_delta_io *io, uint64_t source_si
 					    " bytes, the block states %" PRIu64, blk, new_len - left, new_len);
 			goto out;
 		}
+		if (a.zrun || a.lrun || dleft) {
+			st = fota_error_set(err, FOTA_E_PATCH, "delta: block %" PRIu64 ": diff runs do not match the controls' adds",
+					    blk);
+			goto out;
+		}
 		produced += new_len;
-		for (int i = 0; i < 3; i++) {
+		for (int i = 0; i < NS; i++) {
 			st = zdrain(&a, i, blk, err);
 			if (st != FOTA_OK)
 				goto out;
 		}
 		blk++;
 	} while (produced < new_size);
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < NS; i++)
 		if (script_seen && !a.z[i].ended) {
 			st = fota_error_set(err, FOTA_E_PATCH, "delta: %s stream does not end with the last script block",
 					    sname[i]);
@@ -454,7 +535,7 @@ static fota_status apply_fota(const struct fota_delta_io *io, uint64_t source_si
 	if (st == FOTA_OK && target_size)
 		*target_size = a.written;
 out:
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < NS; i++)
 		ZSTD_freeDStream(a.z[i].d);
 	ZSTD_freeDCtx(a.wd);
 	free(a.prefix);

@@ -79,6 +79,7 @@ static unsigned ceil_log2(uint64_t v)
 /* A block whose script leaves less than 1/WINDOW_EXTRA_DIV of it to the extra stream,
  * in fewer than WINDOW_PARTS_MIN controls, is coded as script without a window trial. */
 #define WINDOW_EXTRA_DIV 32
+#define NS 4 /* script streams: control, diff runs, diff literals, extra */
 #define WINDOW_PARTS_MIN 64
 
 /* A piece of a control triple that stays within one block. */
@@ -94,7 +95,8 @@ struct block {
 	uint64_t diff_off, diff_len;
 	uint64_t extra_off, extra_len;
 	size_t ctrl_off, ctrl_len;  /* raw control bytes, in the control buffer */
-	size_t clen[3];             /* compressed script pieces */
+	size_t soff[NS], slen[NS];  /* raw bytes of each stream in this block */
+	size_t clen[NS];            /* compressed script pieces */
 	uint64_t src_off, src_len;  /* source window */
 	uint8_t *wz;                /* compressed window block */
 	size_t wzlen;
@@ -102,6 +104,7 @@ struct block {
 };
 
 struct plan {
+	struct buf dctl, dlit;      /* the diff stream, run-length coded per block */
 	const struct fota_delta_script *s;
 	const uint8_t *old, *new;
 	struct part *parts;
@@ -216,6 +219,8 @@ static int serialize_ctrl(struct plan *p)
 		struct block *k = &p->blocks[b];
 		k->ctrl_off = p->ctrl.len;
 		k->ctrl_len = 0;
+		k->soff[0] = k->ctrl_off;
+		k->slen[0] = 0;
 		if (k->kind != DELTA_KIND_SCRIPT)
 			continue;
 		if (buf_reserve(&p->ctrl, (k->p1 - k->p0 + 1) * 30) != 0) {
@@ -244,6 +249,8 @@ static int serialize_ctrl(struct plan *p)
 		}
 		k->ctrl_len = n;
 		p->ctrl.len += n;
+		k->soff[0] = k->ctrl_off;
+		k->slen[0] = n;
 	}
 	free(nxt);
 	return 0;
@@ -302,9 +309,55 @@ static int place_window(struct plan *p, struct block *k, uint64_t wmax, int64_t 
 	return 0;
 }
 
+/* Run-length code each block's diff bytes: pairs (zero run, literal run) as varints in
+ * the diff-run stream, the literal (non-zero) bytes in the diff-literal stream. A
+ * block's pairs cover exactly its diff bytes (the last pair may have an empty literal
+ * run). Diff bytes are mostly zero; zstd codes the two parts better apart. */
+static int code_diff(struct plan *p)
+{
+	const uint8_t *d = p->s->diff;
+	for (size_t b = 0; b < p->n_blocks; b++) {
+		struct block *k = &p->blocks[b];
+		k->soff[1] = p->dctl.len;
+		k->soff[2] = p->dlit.len;
+		uint64_t i = k->diff_off, end = k->diff_off + k->diff_len;
+		while (i < end) {
+			uint64_t z = i;
+			while (z < end && d[z] == 0)
+				z++;
+			uint64_t l = z;
+			while (l < end && d[l] != 0)
+				l++;
+			if (buf_reserve(&p->dctl, 20) != 0 || buf_reserve(&p->dlit, l - z) != 0)
+				return -1;
+			p->dctl.len += put_varint(p->dctl.p + p->dctl.len, z - i);
+			p->dctl.len += put_varint(p->dctl.p + p->dctl.len, l - z);
+			memcpy(p->dlit.p + p->dlit.len, d + z, l - z);
+			p->dlit.len += l - z;
+			i = l;
+		}
+		k->slen[1] = p->dctl.len - k->soff[1];
+		k->slen[2] = p->dlit.len - k->soff[2];
+		k->soff[3] = k->extra_off;
+		k->slen[3] = k->extra_len;
+	}
+	return 0;
+}
+
+/* Raw bytes of each stream over the script blocks. */
+static void stream_lens(struct plan *p, uint64_t lens[NS])
+{
+	for (int i = 0; i < NS; i++)
+		lens[i] = 0;
+	for (size_t b = 0; b < p->n_blocks; b++)
+		if (p->blocks[b].kind == DELTA_KIND_SCRIPT)
+			for (int i = 0; i < NS; i++)
+				lens[i] += p->blocks[b].slen[i];
+}
+
 struct job {
 	struct plan *p;
-	int which;      /* 0..2 a script stream; 3 a window block */
+	int which;      /* 0..NS-1 a script stream; NS a window block */
 	size_t blk;     /* for a window block */
 	int level;
 	unsigned wlog;
@@ -323,14 +376,14 @@ static void job_fail(struct job *j, fota_status st, const char *m, const char *d
 static void run_stream(struct job *j)
 {
 	struct plan *p = j->p;
-	const uint8_t *data = j->which == 0 ? p->ctrl.p : j->which == 1 ? p->s->diff : p->s->extra;
+	const uint8_t *data = j->which == 0 ? p->ctrl.p : j->which == 1 ? p->dctl.p : j->which == 2 ? p->dlit.p : p->s->extra;
 	uint64_t total = 0;
 	size_t last = SIZE_MAX;
 	for (size_t i = 0; i < p->n_blocks; i++) {
 		const struct block *k = &p->blocks[i];
 		if (k->kind != DELTA_KIND_SCRIPT)
 			continue;
-		total += j->which == 0 ? k->ctrl_len : j->which == 1 ? k->diff_len : k->extra_len;
+		total += k->slen[j->which];
 		last = i;
 	}
 	if (last == SIZE_MAX)
@@ -349,8 +402,7 @@ static void run_stream(struct job *j)
 		struct block *k = &p->blocks[i];
 		if (k->kind != DELTA_KIND_SCRIPT)
 			continue;
-		uint64_t off = j->which == 0 ? k->ctrl_off : j->which == 1 ? k->diff_off : k->extra_off;
-		uint64_t len = j->which == 0 ? k->ctrl_len : j->which == 1 ? k->diff_len : k->extra_len;
+		uint64_t off = k->soff[j->which], len = k->slen[j->which];
 		ZSTD_inBuffer in = {data + off, (size_t)len, 0};
 		ZSTD_EndDirective mode = i == last ? ZSTD_e_end : ZSTD_e_flush;
 		size_t before = j->out.len;
@@ -371,7 +423,7 @@ static void run_stream(struct job *j)
 			j->out.len = 0;
 		} else {
 			k->clen[j->which] = cl;
-			if (!ZSTD_isError(r) && cl > delta_piece_bound(len)) {
+			if (!ZSTD_isError(r) && cl > delta_piece_bound(j->which == 0 ? len : k->new_len)) {
 				job_fail(j, FOTA_E_INTERNAL, "piece above its bound", NULL);
 				goto out;
 			}
@@ -434,7 +486,7 @@ static void *pool_worker(void *arg)
 		pthread_mutex_unlock(&pl->lock);
 		if (i >= pl->n)
 			return NULL;
-		if (pl->jobs[i].which < 3)
+		if (pl->jobs[i].which < NS)
 			run_stream(&pl->jobs[i]);
 		else
 			run_window(&pl->jobs[i]);
@@ -461,11 +513,11 @@ static int window_worth_trying(const struct block *k)
 
 /* Compress: the three script streams plus one job per window block (or, when estimating,
  * per block). Jobs are ordered biggest-first for balance; results never depend on order. */
-static fota_status compress_all(struct plan *p, int level, const unsigned wl[3], int estimate, int try_window,
-				unsigned threads, struct buf outs[3], struct fota_error *err)
+static fota_status compress_all(struct plan *p, int level, const unsigned wl[NS], int estimate, int try_window,
+				unsigned threads, struct buf outs[NS], struct fota_error *err)
 {
-	static const char *names[3] = {"control", "diff", "extra"};
-	size_t nj = 3;
+	static const char *names[NS] = {"control", "diff-run", "diff-literal", "extra"};
+	size_t nj = NS;
 	for (size_t i = 0; i < p->n_blocks; i++)
 		if (estimate && try_window && window_worth_trying(&p->blocks[i]))
 			nj++;
@@ -473,22 +525,22 @@ static fota_status compress_all(struct plan *p, int level, const unsigned wl[3],
 	if (!jobs)
 		return fota_error_set(err, FOTA_E_NOMEM, "delta: encode: out of memory");
 	size_t n = 0;
-	for (int i = 2; i >= 0; i--)
+	for (int i = NS - 1; i >= 0; i--)
 		jobs[n++] = (struct job){.p = p, .which = i, .level = level, .wlog = wl[i], .estimate = estimate};
 	for (size_t i = 0; i < p->n_blocks; i++)
 		if (estimate && try_window && window_worth_trying(&p->blocks[i]))
-			jobs[n++] = (struct job){.p = p, .which = 3, .blk = i, .level = level, .estimate = estimate};
+			jobs[n++] = (struct job){.p = p, .which = NS, .blk = i, .level = level, .estimate = estimate};
 	run_jobs(jobs, nj, threads);
 	fota_status st = FOTA_OK;
 	for (size_t i = 0; i < nj; i++) {
 		if (jobs[i].st != FOTA_OK && st == FOTA_OK) {
-			if (jobs[i].which < 3)
+			if (jobs[i].which < NS)
 				st = fota_error_set(err, jobs[i].st, "delta: encode: %s stream: %s", names[jobs[i].which],
 						    jobs[i].msg);
 			else
 				st = fota_error_set(err, jobs[i].st, "delta: encode: block %zu: %s", jobs[i].blk, jobs[i].msg);
 		}
-		if (jobs[i].which < 3 && outs && !estimate) {
+		if (jobs[i].which < NS && outs && !estimate) {
 			outs[jobs[i].which] = jobs[i].out;
 			jobs[i].out.p = NULL;
 		}
@@ -504,7 +556,7 @@ static fota_status encode(const struct fota_delta_script *s, const uint8_t *old,
 {
 	fota_status st;
 	struct plan p = {.s = s, .old = old, .new = new};
-	struct buf outs[3] = {{0}}, out = {0};
+	struct buf outs[NS] = {{0}}, out = {0};
 	*patch = NULL;
 	*patch_len = 0;
 
@@ -524,10 +576,10 @@ static fota_status encode(const struct fota_delta_script *s, const uint8_t *old,
 	unsigned block_log = wlog < DELTA_BLOCK_LOG_DEFAULT ? wlog : DELTA_BLOCK_LOG_DEFAULT;
 	if (block_log < DELTA_BLOCK_LOG_MIN)
 		block_log = DELTA_BLOCK_LOG_MIN;
-	unsigned wl[3];
-	uint64_t lens[3] = {0, s->diff_len, s->extra_len};
+	unsigned wl[NS];
+	uint64_t lens[NS];
 
-	if (cut_blocks(&p, UINT64_C(1) << block_log) != 0)
+	if (cut_blocks(&p, UINT64_C(1) << block_log) != 0 || code_diff(&p) != 0)
 		goto nomem;
 
 	int try_window = old && new && s->old_size > 0 && s->new_size > 0;
@@ -538,8 +590,8 @@ static fota_status encode(const struct fota_delta_script *s, const uint8_t *old,
 				goto nomem;
 		if (serialize_ctrl(&p) != 0)
 			goto nomem;
-		lens[0] = p.ctrl.len;
-		for (int i = 0; i < 3; i++) {
+		stream_lens(&p, lens);
+		for (int i = 0; i < NS; i++) {
 			wl[i] = ceil_log2(lens[i]);
 			wl[i] = wl[i] > DELTA_STREAM_WLOG_MAX ? DELTA_STREAM_WLOG_MAX : wl[i] < DELTA_WLOG_MIN ? DELTA_WLOG_MIN : wl[i];
 			if (wl[i] > wlog)
@@ -564,14 +616,8 @@ static fota_status encode(const struct fota_delta_script *s, const uint8_t *old,
 	}
 	if (serialize_ctrl(&p) != 0)
 		goto nomem;
-	lens[0] = p.ctrl.len;
-	lens[1] = lens[2] = 0;
-	for (size_t i = 0; i < p.n_blocks; i++)
-		if (p.blocks[i].kind == DELTA_KIND_SCRIPT) {
-			lens[1] += p.blocks[i].diff_len;
-			lens[2] += p.blocks[i].extra_len;
-		}
-	for (int i = 0; i < 3; i++) {
+	stream_lens(&p, lens);
+	for (int i = 0; i < NS; i++) {
 		wl[i] = ceil_log2(lens[i]);
 		wl[i] = wl[i] > DELTA_STREAM_WLOG_MAX ? DELTA_STREAM_WLOG_MAX : wl[i] < DELTA_WLOG_MIN ? DELTA_WLOG_MIN : wl[i];
 		if (wl[i] > wlog)
@@ -581,7 +627,7 @@ static fota_status encode(const struct fota_delta_script *s, const uint8_t *old,
 	if (st != FOTA_OK)
 		goto out;
 	uint64_t prefix_max = 0;
-	size_t total = DELTA_HDR_LEN + outs[0].len + outs[1].len + outs[2].len;
+	size_t total = DELTA_HDR_LEN + outs[0].len + outs[1].len + outs[2].len + outs[3].len;
 	for (size_t i = 0; i < p.n_blocks; i++) {
 		struct block *k = &p.blocks[i];
 		total += DELTA_BLK_HDR_MAX + k->wzlen;
@@ -595,8 +641,9 @@ static fota_status encode(const struct fota_delta_script *s, const uint8_t *old,
 		}
 	}
 	if (getenv("FOTA_DELTA_DEBUG"))
-		fprintf(stderr, "streams: ctrl %zu->%zu diff %" PRIu64 "->%zu extra %" PRIu64 "->%zu blocks %zu\n",
-			p.ctrl.len, outs[0].len, lens[1], outs[1].len, lens[2], outs[2].len, p.n_blocks);
+		fprintf(stderr, "streams: ctrl %" PRIu64 "->%zu drun %" PRIu64 "->%zu dlit %" PRIu64 "->%zu extra %" PRIu64
+			"->%zu blocks %zu\n", lens[0], outs[0].len, lens[1], outs[1].len, lens[2], outs[2].len, lens[3],
+			outs[3].len, p.n_blocks);
 
 	if (buf_reserve(&out, total) != 0)
 		goto nomem;
@@ -604,17 +651,16 @@ static fota_status encode(const struct fota_delta_script *s, const uint8_t *old,
 	memset(h, 0, DELTA_HDR_LEN);
 	memcpy(h, DELTA_MAGIC, 8);
 	h[8] = DELTA_VERSION;
-	h[10] = (uint8_t)wl[0];
-	h[11] = (uint8_t)wl[1];
-	h[12] = (uint8_t)wl[2];
-	h[13] = (uint8_t)block_log;
-	h[14] = (uint8_t)(prefix_max ? (ceil_log2(prefix_max) < DELTA_WLOG_MIN ? DELTA_WLOG_MIN : ceil_log2(prefix_max)) : 0);
+	for (int i = 0; i < NS; i++)
+		h[10 + i] = (uint8_t)wl[i];
+	h[14] = (uint8_t)block_log;
+	h[15] = (uint8_t)(prefix_max ? (ceil_log2(prefix_max) < DELTA_WLOG_MIN ? DELTA_WLOG_MIN : ceil_log2(prefix_max)) : 0);
 	for (int i = 0; i < 8; i++) {
 		h[16 + i] = (uint8_t)(s->old_size >> (8 * i));
 		h[24 + i] = (uint8_t)(s->new_size >> (8 * i));
 	}
 	out.len = DELTA_HDR_LEN;
-	size_t zoff[3] = {0, 0, 0};
+	size_t zoff[NS] = {0, 0, 0, 0};
 	for (size_t i = 0; i < p.n_blocks; i++) {
 		const struct block *k = &p.blocks[i];
 		out.len += put_varint(out.p + out.len, (uint64_t)k->kind);
@@ -629,9 +675,9 @@ static fota_status encode(const struct fota_delta_script *s, const uint8_t *old,
 		}
 		out.len += put_varint(out.p + out.len, k->new_len);
 		out.len += put_varint(out.p + out.len, k->ctrl_len);
-		for (int j = 0; j < 3; j++)
+		for (int j = 0; j < NS; j++)
 			out.len += put_varint(out.p + out.len, k->clen[j]);
-		for (int j = 0; j < 3; j++) {
+		for (int j = 0; j < NS; j++) {
 			memcpy(out.p + out.len, outs[j].p + zoff[j], k->clen[j]);
 			out.len += k->clen[j];
 			zoff[j] += k->clen[j];
@@ -645,8 +691,10 @@ static fota_status encode(const struct fota_delta_script *s, const uint8_t *old,
 nomem:
 	st = fota_error_set(err, FOTA_E_NOMEM, "delta: encode: out of memory");
 out:
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < NS; i++)
 		free(outs[i].p);
+	free(p.dctl.p);
+	free(p.dlit.p);
 	for (size_t i = 0; i < p.n_blocks; i++)
 		free(p.blocks[i].wz);
 	free(p.blocks);

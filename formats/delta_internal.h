@@ -21,19 +21,16 @@ fota_status fota_bsdiff40_apply(const struct fota_delta_io *io, uint64_t source_
  *   0  8  magic "FOTADELT"
  *   8  1  version (1)
  *   9  1  flags (0; reserved)
- *  10  1  log2 window of the control stream
- *  11  1  log2 window of the diff stream
- *  12  1  log2 window of the extra stream
- *  13  1  block_log: a block produces at most 2^block_log target bytes
- *  14  1  prefix_log: a source-window block reads at most 2^prefix_log source bytes
+ *  10  4  log2 windows of the control, diff-run, diff-literal and extra streams
+ *  14  1  block_log: a block produces at most 2^block_log target bytes
+ *  15  1  prefix_log: a source-window block reads at most 2^prefix_log source bytes
  *         (0: the patch has no such blocks)
- *  15  1  reserved (0)
  *  16  8  source size, little-endian
  *  24  8  target size, little-endian
  * Each block starts with a LEB128 varint kind:
- *   0 (script block): varints target bytes, raw control bytes, compressed control,
- *     diff and extra piece lengths, then the three pieces. Each of the three streams is
- *     one zstd frame spread over the script blocks (flushed at every block end).
+ *   0 (script block): varints target bytes, raw control bytes, then the compressed
+ *     lengths of its four pieces, then the pieces. Each stream is one zstd frame spread
+ *     over the script blocks (flushed at every block end).
  *   1 (source-window block): varints target bytes, source offset, source length,
  *     compressed length, then one zstd frame that decodes to the target bytes with
  *     source[offset, +length) as its raw-content prefix.
@@ -51,7 +48,8 @@ fota_status fota_bsdiff40_apply(const struct fota_delta_io *io, uint64_t source_
 #define DELTA_WLOG_DEFAULT 22
 #define DELTA_LEVEL_DEFAULT 19
 #define DELTA_IO_BUF 65536u            /* apply's source, diff and target buffers */
-#define DELTA_BLK_HDR_MAX 60           /* six varints of at most 10 bytes */
+#define DELTA_BLK_HDR_MAX 70           /* seven varints of at most 10 bytes */
+#define DELTA_NSTREAMS 4
 #define DELTA_KIND_SCRIPT 0
 #define DELTA_KIND_WINDOW 1
 
@@ -64,8 +62,7 @@ static inline uint64_t delta_piece_bound(uint64_t n)
 /* Threads to use for a request (0 = online cores), at least 1. */
 unsigned fota_delta_threads(unsigned requested);
 
-/* Memory apply needs for a patch with these stream windows and block size. */
-uint64_t fota_delta_apply_mem(unsigned ctrl_wlog, unsigned diff_wlog, unsigned extra_wlog, unsigned block_log,
-			      unsigned prefix_log);
+/* Memory apply needs for a patch with these stream windows, block size and source window. */
+uint64_t fota_delta_apply_mem(const unsigned wlog[DELTA_NSTREAMS], unsigned block_log, unsigned prefix_log);
 
 #endif

@@ -233,7 +233,7 @@ static void test_delta_memory_limit_and_window(void)
 	struct fota_delta_opts big = {1, 21, 3}, small = {1, 12, 3};
 	CU_ASSERT_EQUAL_FATAL(fota_delta_encode_full(s, a, b, &big, &p, &pl, &e), FOTA_OK);
 	/* header states the windows; all within the requested cap */
-	CU_ASSERT(p[10] <= 21 && p[11] <= 21 && p[12] <= 21 && p[14] <= 21);
+	CU_ASSERT(p[10] <= 21 && p[11] <= 21 && p[12] <= 21 && p[13] <= 21 && p[15] <= 21);
 	/* a device affording 2 MiB refuses, before writing anything */
 	CU_ASSERT_EQUAL(apply_mem(p, pl, a, n, 2u << 20, &out, &ol, &e), FOTA_E_LIMIT);
 	CU_ASSERT_EQUAL(ol, 0);
@@ -242,7 +242,7 @@ static void test_delta_memory_limit_and_window(void)
 	free(p);
 	/* a 4 KiB window cap makes a patch that applies within 2 MiB */
 	CU_ASSERT_EQUAL_FATAL(fota_delta_encode_full(s, a, b, &small, &p, &pl, &e), FOTA_OK);
-	CU_ASSERT(p[10] <= 12 && p[11] <= 12 && p[12] <= 12 && p[14] <= 12);
+	CU_ASSERT(p[10] <= 12 && p[11] <= 12 && p[12] <= 12 && p[13] <= 12 && p[15] <= 12);
 	CU_ASSERT_EQUAL(apply_mem(p, pl, a, n, 2u << 20, &out, &ol, &e), FOTA_OK);
 	if (ol != n)
 		fprintf(stderr, "small window: %s\n", e.msg);
@@ -270,24 +270,35 @@ static size_t put_v(uint8_t *p, uint64_t v)
 	return n;
 }
 
-/* A one-script-block patch from raw pieces (each its own zstd frame). */
+/* A one-script-block patch from raw control, diff and extra bytes (each stream its own
+ * zstd frame; the diff run-length coded as the format requires). */
 static size_t craft(uint8_t *out, uint64_t old_size, uint64_t new_size, uint64_t blk_new, const uint8_t *ctrl,
 		    size_t cl, const uint8_t *diff, size_t dl, const uint8_t *extra, size_t el)
 {
 	memset(out, 0, 32);
 	memcpy(out, "FOTADELT", 8);
 	out[8] = 1;
-	out[10] = out[11] = out[12] = 17;
-	out[13] = 20;
+	out[10] = out[11] = out[12] = out[13] = 17;
+	out[14] = 20;
 	for (int i = 0; i < 8; i++) {
 		out[16 + i] = (uint8_t)(old_size >> (8 * i));
 		out[24 + i] = (uint8_t)(new_size >> (8 * i));
 	}
-	uint8_t z[3][4096];
-	size_t zl[3];
-	const uint8_t *src[3] = {ctrl, diff, extra};
-	size_t sl[3] = {cl, dl, el};
-	for (int i = 0; i < 3; i++) {
+	uint8_t z[4][4096], runs[512], lits[256];
+	size_t zl[4], rl = 0, ll = 0;
+	for (size_t i = 0; i < dl;) {
+		size_t a = i, b;
+		while (a < dl && diff[a] == 0)
+			a++;
+		for (b = a; b < dl && diff[b] != 0; b++)
+			lits[ll++] = diff[b];
+		rl += put_v(runs + rl, a - i);
+		rl += put_v(runs + rl, b - a);
+		i = b;
+	}
+	const uint8_t *src[4] = {ctrl, runs, lits, extra};
+	size_t sl[4] = {cl, rl, ll, el};
+	for (int i = 0; i < 4; i++) {
 		zl[i] = ZSTD_compress(z[i], sizeof(z[i]), src[i], sl[i], 3);
 		CU_ASSERT_FATAL(!ZSTD_isError(zl[i]));
 	}
@@ -295,9 +306,9 @@ static size_t craft(uint8_t *out, uint64_t old_size, uint64_t new_size, uint64_t
 	n += put_v(out + n, 0);
 	n += put_v(out + n, blk_new);
 	n += put_v(out + n, cl);
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 4; i++)
 		n += put_v(out + n, zl[i]);
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < 4; i++) {
 		memcpy(out + n, z[i], zl[i]);
 		n += zl[i];
 	}
@@ -315,7 +326,7 @@ static fota_status try_apply(const uint8_t *p, size_t pl, const uint8_t *src, si
 
 static void test_delta_malformed_controls(void)
 {
-	uint8_t src[100], d[100] = {0}, x[100] = {0}, p[20000], c[64];
+	uint8_t src[100], d[100] = {0, 0, 3, 4, 0, 0, 0, 9}, x[100] = {0}, p[20000], c[64];
 	struct fota_error e = {0};
 	unit_fill_random(src, sizeof(src), 13);
 	size_t n, pl;
@@ -404,6 +415,9 @@ static void test_delta_malformed_controls(void)
 	p[11] = 31;
 	CU_ASSERT_EQUAL(try_apply(p, pl, src, 100, &e), FOTA_E_PATCH);
 	p[11] = 17;
+	p[14] = 25; /* block log */
+	CU_ASSERT_EQUAL(try_apply(p, pl, src, 100, &e), FOTA_E_PATCH);
+	p[14] = 20;
 	p[8] = 2;
 	CU_ASSERT_EQUAL(try_apply(p, pl, src, 100, &e), FOTA_E_UNSUPPORTED);
 	p[8] = 1;
