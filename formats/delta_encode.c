@@ -80,6 +80,9 @@ static unsigned ceil_log2(uint64_t v)
  * in fewer than WINDOW_PARTS_MIN controls, is coded as script without a window trial. */
 #define WINDOW_EXTRA_DIV 32
 #define NS 4 /* script streams: control, diff runs, diff literals, extra */
+/* Largest window per script stream: larger ones gain nothing measurable on the benchmark
+ * pairs (control and run streams are small and local) and cost the device memory. */
+static const unsigned stream_wlog_max[NS] = {18, 18, 20, 20};
 #define WINDOW_PARTS_MIN 64
 
 /* A piece of a control triple that stays within one block. */
@@ -593,7 +596,7 @@ static fota_status encode(const struct fota_delta_script *s, const uint8_t *old,
 		stream_lens(&p, lens);
 		for (int i = 0; i < NS; i++) {
 			wl[i] = ceil_log2(lens[i]);
-			wl[i] = wl[i] > DELTA_STREAM_WLOG_MAX ? DELTA_STREAM_WLOG_MAX : wl[i] < DELTA_WLOG_MIN ? DELTA_WLOG_MIN : wl[i];
+			wl[i] = wl[i] > stream_wlog_max[i] ? stream_wlog_max[i] : wl[i] < DELTA_WLOG_MIN ? DELTA_WLOG_MIN : wl[i];
 			if (wl[i] > wlog)
 				wl[i] = wlog;
 		}
@@ -619,7 +622,7 @@ static fota_status encode(const struct fota_delta_script *s, const uint8_t *old,
 	stream_lens(&p, lens);
 	for (int i = 0; i < NS; i++) {
 		wl[i] = ceil_log2(lens[i]);
-		wl[i] = wl[i] > DELTA_STREAM_WLOG_MAX ? DELTA_STREAM_WLOG_MAX : wl[i] < DELTA_WLOG_MIN ? DELTA_WLOG_MIN : wl[i];
+		wl[i] = wl[i] > stream_wlog_max[i] ? stream_wlog_max[i] : wl[i] < DELTA_WLOG_MIN ? DELTA_WLOG_MIN : wl[i];
 		if (wl[i] > wlog)
 			wl[i] = wlog;
 	}
