@@ -767,6 +767,7 @@ static int fetch_head(struct agent *a, struct fota_error *err)
 		x = agent_fail(a, AGENT_EXIT_IO);
 		goto out;
 	}
+	drop_cache(a); /* anything left from an earlier package */
 	/* The first request usually brought the start of payload 0: keep it. */
 	uint64_t d0 = fota_manifest_chunk_count(a->m) ? a->pkg_off[0] : UINT64_MAX;
 	if (b.len > d0) {
@@ -805,16 +806,20 @@ static int end_job(struct agent *a, enum agent_phase phase, int code, struct fot
 	a->j.result = code;
 	if (err && code != 0)
 		snprintf(a->j.message, sizeof(a->j.message), "%s", err->msg);
+	/* journal first: a cut before the files go leaves stale files, never a job without them */
+	struct fota_error e2;
+	if (agent_commit(a, &e2) != FOTA_OK) {
+		if (code == 0) {
+			if (err)
+				*err = e2;
+			return agent_fail(a, AGENT_EXIT_IO);
+		}
+		return code;
+	}
 	if (!keep_cache) {
 		drop_cache(a);
 		(void)a->env.state->ops->remove(a->env.state, REC_MANIFEST, NULL);
 		(void)a->env.state->ops->remove(a->env.state, REC_SIG, NULL);
-	}
-	struct fota_error e2;
-	if (agent_commit(a, &e2) != FOTA_OK && code == 0) {
-		if (err)
-			*err = e2;
-		return agent_fail(a, AGENT_EXIT_IO);
 	}
 	return code;
 }
@@ -822,11 +827,9 @@ static int end_job(struct agent *a, enum agent_phase phase, int code, struct fot
 /* A fresh job for url (the old one's files are dropped). */
 static int new_job(struct agent *a, const char *url, enum agent_op op, uint64_t restarts, struct fota_error *err)
 {
-	drop_cache(a);
-	forget_package(a);
-	struct fota_store *st = a->env.state;
-	(void)st->ops->remove(st, REC_MANIFEST, NULL);
-	(void)st->ops->remove(st, REC_SIG, NULL);
+	/* the old job's files go after the new journal is durable (fetch_head drops a
+	 * stale cache again, in case a cut came in between) */
+	struct agent_journal old = a->j;
 	memset(&a->j, 0, sizeof(a->j));
 	memset(&a->val, 0, sizeof(a->val));
 	agent_fetch_close(a->fetch);
@@ -837,7 +840,18 @@ static int new_job(struct agent *a, const char *url, enum agent_op op, uint64_t 
 	a->j.restarts = restarts;
 	snprintf(a->j.url, sizeof(a->j.url), "%s", url);
 	snprintf(a->j.message, sizeof(a->j.message), "downloading");
-	return commit_or_fail(a, err);
+	int x = commit_or_fail(a, err);
+	if (x != 0)
+		return x;
+	struct agent_journal cur = a->j;
+	a->j = old; /* drop_cache looks at the old job's position */
+	drop_cache(a);
+	a->j = cur;
+	forget_package(a);
+	struct fota_store *st = a->env.state;
+	(void)st->ops->remove(st, REC_MANIFEST, NULL);
+	(void)st->ops->remove(st, REC_SIG, NULL);
+	return AGENT_EXIT_OK;
 }
 
 /* Phase DOWNLOADING -> DOWNLOADED. */
