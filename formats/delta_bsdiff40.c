@@ -29,7 +29,9 @@
 #define HDR_LEN 32
 #define CTRL_REC 24
 #define IN_CAP (16u << 10)   /* compressed input buffer per cursor */
-#define IO_CAP (64u << 10)   /* source and target buffers */
+#define OB_CAP (16u << 10)   /* decompressed read-ahead per cursor */
+#define IO_CAP (64u << 10)   /* source cache and target buffer */
+#define SRC_AHEAD 4096u      /* smallest source read */
 #define ENC_BLOCK 9          /* bzip2 block size, in 100 kB, as bsdiff writes */
 
 /* bzip2's documented decoder sizes: 100 kB + 4 bytes (2.5 with small=1) per block byte. */
@@ -290,14 +292,19 @@ struct cursor {
 	int live;
 	int ended;          /* BZ_STREAM_END seen */
 	uint64_t off, end;  /* next patch byte to fetch, end of this segment */
-	uint64_t produced;  /* decompressed bytes handed out */
+	uint64_t consumed;  /* decompressed bytes handed to the interpreter */
+	size_t ob_pos, ob_len;
 	uint8_t in[IN_CAP];
+	uint8_t ob[OB_CAP]; /* decompressed bytes not yet handed out (small reads) */
 };
 
 struct apply_state {
 	const struct fota_delta_io *io;
+	uint64_t source_size;
 	struct budget budget;
 	struct cursor cur[3];
+	uint64_t src_off;   /* source bytes cached in src */
+	size_t src_len;
 	uint8_t src[IO_CAP];
 	uint8_t out[IO_CAP];
 	size_t out_len;
@@ -319,16 +326,13 @@ static fota_status cursor_init(struct apply_state *a, struct cursor *c, int smal
 	return FOTA_OK;
 }
 
-/* Decompress exactly len bytes from the cursor into buf. */
-static fota_status cursor_read(struct apply_state *a, struct cursor *c, uint8_t *buf, size_t len,
-			       struct fota_error *err)
+/* Decompress up to cap bytes into buf; *got < cap only when the stream ended. */
+static fota_status cursor_decode(struct apply_state *a, struct cursor *c, uint8_t *buf, size_t cap, size_t *got,
+				 struct fota_error *err)
 {
 	const struct fota_delta_io *io = a->io;
-	while (len > 0) {
-		if (c->ended)
-			return fota_error_set(err, FOTA_E_PATCH,
-					      "%s stream ends after %" PRIu64 " bytes, %zu more needed", c->name,
-					      c->produced, len);
+	*got = 0;
+	while (*got < cap && !c->ended) {
 		if (c->s.avail_in == 0 && c->off < c->end) {
 			size_t n = c->end - c->off < IN_CAP ? (size_t)(c->end - c->off) : IN_CAP;
 			fota_status st = io->read_patch(io->ctx, c->off, c->in, n, err);
@@ -338,17 +342,16 @@ static fota_status cursor_read(struct apply_state *a, struct cursor *c, uint8_t 
 			c->s.next_in = (char *)c->in;
 			c->s.avail_in = (unsigned)n;
 		}
-		unsigned want = len > UINT_MAX ? UINT_MAX : (unsigned)len;
-		c->s.next_out = (char *)buf;
+		size_t left = cap - *got;
+		unsigned want = left > UINT_MAX ? UINT_MAX : (unsigned)left;
+		c->s.next_out = (char *)buf + *got;
 		c->s.avail_out = want;
 		int r = BZ2_bzDecompress(&c->s);
-		size_t got = want - c->s.avail_out;
-		buf += got;
-		len -= got;
-		c->produced += got;
+		size_t n = want - c->s.avail_out;
+		*got += n;
 		if (r == BZ_STREAM_END) {
 			c->ended = 1;
-			continue;
+			break;
 		}
 		if (r == BZ_MEM_ERROR)
 			return fota_error_set(err, FOTA_E_LIMIT,
@@ -357,7 +360,7 @@ static fota_status cursor_read(struct apply_state *a, struct cursor *c, uint8_t 
 			return fota_error_set(err, FOTA_E_COMPRESS,
 					      "%s stream: corrupt bzip2 data (error %d) near patch offset %" PRIu64,
 					      c->name, r, c->off - c->s.avail_in);
-		if (got == 0 && c->s.avail_in == 0 && c->off == c->end)
+		if (n == 0 && c->s.avail_in == 0 && c->off == c->end)
 			return fota_error_set(err, FOTA_E_PATCH,
 					      "%s stream: compressed data ends at patch offset %" PRIu64
 					      " before the bzip2 stream does (truncated patch?)",
@@ -366,24 +369,81 @@ static fota_status cursor_read(struct apply_state *a, struct cursor *c, uint8_t 
 	return FOTA_OK;
 }
 
+/* Hand out exactly len decompressed bytes: small reads through ob, large ones directly. */
+static fota_status cursor_read(struct apply_state *a, struct cursor *c, uint8_t *buf, size_t len,
+			       struct fota_error *err)
+{
+	while (len > 0) {
+		if (c->ob_pos < c->ob_len) {
+			size_t n = c->ob_len - c->ob_pos < len ? c->ob_len - c->ob_pos : len;
+			memcpy(buf, c->ob + c->ob_pos, n);
+			c->ob_pos += n;
+			c->consumed += n;
+			buf += n;
+			len -= n;
+			continue;
+		}
+		size_t got;
+		fota_status st;
+		if (len >= OB_CAP) {
+			st = cursor_decode(a, c, buf, len, &got, err);
+			c->consumed += got;
+			buf += got;
+			len -= got;
+		} else {
+			st = cursor_decode(a, c, c->ob, OB_CAP, &got, err);
+			c->ob_pos = 0;
+			c->ob_len = got;
+		}
+		if (st != FOTA_OK)
+			return st;
+		if (got == 0 && len > 0)
+			return fota_error_set(err, FOTA_E_PATCH,
+					      "%s stream ends after %" PRIu64 " bytes, %zu more needed", c->name,
+					      c->consumed, len);
+	}
+	return FOTA_OK;
+}
+
 /* After the last triple: the stream must be at its end, and its segment used up. */
 static fota_status cursor_finish(struct apply_state *a, struct cursor *c, struct fota_error *err)
 {
-	if (!c->ended) {
-		uint8_t b;
-		fota_status st = cursor_read(a, c, &b, 1, err);
-		if (st == FOTA_OK)
-			return fota_error_set(err, FOTA_E_PATCH,
-					      "bsdiff40: %s stream has data beyond the %" PRIu64 " bytes the controls use",
-					      c->name, c->produced - 1);
-		if (!c->ended)
+	size_t got = c->ob_len - c->ob_pos;
+	if (got == 0 && !c->ended) {
+		fota_status st = cursor_decode(a, c, c->ob, OB_CAP, &got, err);
+		if (st != FOTA_OK)
 			return fota_error_prefix(err, "bsdiff40: ");
-		fota_error_clear(err);
 	}
+	if (got > 0)
+		return fota_error_set(err, FOTA_E_PATCH,
+				      "bsdiff40: %s stream has data beyond the %" PRIu64 " bytes the controls use",
+				      c->name, c->consumed);
 	if (c->s.avail_in != 0 || c->off != c->end)
 		return fota_error_set(err, FOTA_E_PATCH,
 				      "bsdiff40: %s stream: %" PRIu64 " trailing bytes after the bzip2 stream end", c->name,
 				      (uint64_t)c->s.avail_in + (c->end - c->off));
+	return FOTA_OK;
+}
+
+/* Source bytes [off, off + n), n <= IO_CAP, off + n <= source_size, through the read-ahead cache. */
+static fota_status source_get(struct apply_state *a, uint64_t off, size_t n, const uint8_t **p,
+			      struct fota_error *err)
+{
+	if (off < a->src_off || off - a->src_off > a->src_len || n > a->src_len - (off - a->src_off)) {
+		/* Read a little ahead (the next add usually starts just past this one), not a whole
+		 * buffer: seeks are frequent and every byte read past them is wasted. */
+		size_t want = n > SRC_AHEAD ? n : SRC_AHEAD;
+		if (want > a->source_size - off)
+			want = (size_t)(a->source_size - off);
+		fota_status st = a->io->read_source(a->io->ctx, off, a->src, want, err);
+		if (st != FOTA_OK) {
+			a->src_len = 0;
+			return st;
+		}
+		a->src_off = off;
+		a->src_len = want;
+	}
+	*p = a->src + (off - a->src_off);
 	return FOTA_OK;
 }
 
@@ -477,6 +537,7 @@ fota_status fota_bsdiff40_apply(const struct fota_delta_io *io, uint64_t source_
 	if (!a)
 		return fota_error_set(err, FOTA_E_NOMEM, "bsdiff40: apply: out of memory");
 	a->io = io;
+	a->source_size = source_size;
 	a->budget.limit = mem_limit - fixed;
 	for (int k = 0; k < 3; k++) {
 		a->cur[k].name = names[k];
@@ -493,7 +554,16 @@ fota_status fota_bsdiff40_apply(const struct fota_delta_io *io, uint64_t source_
 	int64_t old_pos = 0;
 	for (uint64_t idx = 0; new_pos < new_size; idx++) {
 		uint8_t rec[CTRL_REC];
-		if (cc->ended) {
+		if (cc->ob_pos == cc->ob_len && !cc->ended) {
+			size_t got;
+			if ((st = cursor_decode(a, cc, cc->ob, OB_CAP, &got, err)) != FOTA_OK) {
+				fota_error_prefix(err, "bsdiff40: control %" PRIu64 ": ", idx);
+				goto out;
+			}
+			cc->ob_pos = 0;
+			cc->ob_len = got;
+		}
+		if (cc->ob_pos == cc->ob_len) {
 			st = fota_error_set(err, FOTA_E_PATCH,
 					    "bsdiff40: control stream ends after %" PRIu64 " triples at new offset %" PRIu64
 					    ", new size is %" PRIu64,
@@ -544,13 +614,14 @@ fota_status fota_bsdiff40_apply(const struct fota_delta_io *io, uint64_t source_
 				fota_error_prefix(err, "bsdiff40: control %" PRIu64 ": ", idx);
 				goto out;
 			}
-			if ((st = io->read_source(io->ctx, (uint64_t)old_pos + done, a->src, n, err)) != FOTA_OK) {
+			const uint8_t *sp;
+			if ((st = source_get(a, (uint64_t)old_pos + done, n, &sp, err)) != FOTA_OK) {
 				fota_error_prefix(err, "bsdiff40: control %" PRIu64 ": reading source at %" PRIu64 ": ", idx,
 						  (uint64_t)old_pos + done);
 				goto out;
 			}
 			for (size_t j = 0; j < n; j++)
-				dst[j] = (uint8_t)(dst[j] + a->src[j]);
+				dst[j] = (uint8_t)(dst[j] + sp[j]);
 			a->out_len += n;
 			done += n;
 			if (a->out_len == IO_CAP && (st = flush_out(a, err)) != FOTA_OK)
