@@ -281,7 +281,7 @@ char *tagent_config_text(enum fota_mode mode, bool stream, const char *extra)
 		     "mode = %s\n"
 		     "%s"
 		     "model = HX-100\n"
-		     "security_version = 1\n"
+		     "security_version = 0\n"
 		     "[agent]\n"
 		     "state_dir = /sim/state\n"
 		     "trust = %s/root.pem\n"
