@@ -321,7 +321,7 @@ static fota_status apply_fota(const struct fota_delta_io *io, uint64_t source_si
 			st = fota_error_set(err, FOTA_E_PATCH, "delta: block %" PRIu64 ": truncated header", blk);
 			goto out;
 		}
-		if (kind == DELTA_KIND_WINDOW) {
+		if (kind == DELTA_KIND_WINDOW || kind == DELTA_KIND_WINDOW_A64) {
 			uint64_t soff, slen, clen;
 			if (get_varint(bh, bhl, &bp, &new_len) || get_varint(bh, bhl, &bp, &soff) ||
 			    get_varint(bh, bhl, &bp, &slen) || get_varint(bh, bhl, &bp, &clen)) {
@@ -357,6 +357,8 @@ static fota_status apply_fota(const struct fota_delta_io *io, uint64_t source_si
 			if (st != FOTA_OK)
 				goto out;
 			poff += clen;
+			if (kind == DELTA_KIND_WINDOW_A64)
+				delta_a64_filter(a.prefix, (size_t)slen, soff, 0);
 			size_t r = ZSTD_DCtx_refPrefix(a.wd, a.prefix, (size_t)slen);
 			if (!ZSTD_isError(r))
 				r = ZSTD_decompressDCtx(a.wd, a.wout, (size_t)new_len, a.block, (size_t)clen);
@@ -370,6 +372,8 @@ static fota_status apply_fota(const struct fota_delta_io *io, uint64_t source_si
 						    PRIu64, blk, r, new_len);
 				goto out;
 			}
+			if (kind == DELTA_KIND_WINDOW_A64)
+				delta_a64_filter(a.wout, (size_t)new_len, produced, 1);
 			st = flush_out(&a, err);
 			if (st == FOTA_OK)
 				st = io->write_target(io->ctx, a.wout, (size_t)new_len, err);

@@ -107,6 +107,7 @@ struct block {
 };
 
 struct plan {
+	int a64;                    /* code window blocks through the AArch64 filter */
 	struct buf dctl, dlit;      /* the diff stream, run-length coded per block */
 	const struct fota_delta_script *s;
 	const uint8_t *old, *new;
@@ -358,6 +359,13 @@ static void stream_lens(struct plan *p, uint64_t lens[NS])
 				lens[i] += p->blocks[b].slen[i];
 }
 
+/* A little-endian AArch64 ELF image (e_machine 183): its window blocks go through the
+ * AArch64 filter. */
+static int is_a64_elf(const uint8_t *d, uint64_t n)
+{
+	return n >= 20 && memcmp(d, "\177ELF", 4) == 0 && d[5] == 1 && d[18] == 183 && d[19] == 0;
+}
+
 struct job {
 	struct plan *p;
 	int which;      /* 0..NS-1 a script stream; NS a window block */
@@ -444,10 +452,25 @@ static void run_window(struct job *j)
 	struct block *k = &p->blocks[j->blk];
 	ZSTD_CCtx *cc = ZSTD_createCCtx();
 	size_t cap = ZSTD_compressBound((size_t)k->new_len);
-	uint8_t *dst = malloc(cap);
+	uint8_t *dst = malloc(cap), *fpre = NULL, *fnew = NULL;
+	const uint8_t *pre = p->old + k->src_off, *src = p->new + k->new_off;
 	if (!cc || !dst) {
 		job_fail(j, FOTA_E_NOMEM, "out of memory", NULL);
 		goto out;
+	}
+	if (p->a64) {
+		fpre = malloc(k->src_len ? (size_t)k->src_len : 1);
+		fnew = malloc((size_t)k->new_len);
+		if (!fpre || !fnew) {
+			job_fail(j, FOTA_E_NOMEM, "out of memory", NULL);
+			goto out;
+		}
+		memcpy(fpre, pre, (size_t)k->src_len);
+		memcpy(fnew, src, (size_t)k->new_len);
+		delta_a64_filter(fpre, (size_t)k->src_len, k->src_off, 0);
+		delta_a64_filter(fnew, (size_t)k->new_len, k->new_off, 0);
+		pre = fpre;
+		src = fnew;
 	}
 	unsigned wl = ceil_log2(k->src_len + k->new_len);
 	if (wl < DELTA_WLOG_MIN)
@@ -458,9 +481,9 @@ static void run_window(struct job *j)
 	if (!ZSTD_isError(r))
 		r = ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, 1);
 	if (!ZSTD_isError(r))
-		r = ZSTD_CCtx_refPrefix(cc, p->old + k->src_off, (size_t)k->src_len);
+		r = ZSTD_CCtx_refPrefix(cc, pre, (size_t)k->src_len);
 	if (!ZSTD_isError(r))
-		r = ZSTD_compress2(cc, dst, cap, p->new + k->new_off, (size_t)k->new_len);
+		r = ZSTD_compress2(cc, dst, cap, src, (size_t)k->new_len);
 	if (ZSTD_isError(r)) {
 		job_fail(j, FOTA_E_COMPRESS, "zstd: ", ZSTD_getErrorName(r));
 		goto out;
@@ -471,6 +494,8 @@ static void run_window(struct job *j)
 	dst = NULL;
 out:
 	free(dst);
+	free(fpre);
+	free(fnew);
 	ZSTD_freeCCtx(cc);
 }
 
@@ -586,6 +611,7 @@ static fota_status encode(const struct fota_delta_script *s, const uint8_t *old,
 		goto nomem;
 
 	int try_window = old && new && s->old_size > 0 && s->new_size > 0;
+	p.a64 = try_window && is_a64_elf(new, s->new_size);
 	if (try_window) {
 		int64_t last_delta = (int64_t)0;
 		for (size_t i = 0; i < p.n_blocks; i++)
@@ -606,8 +632,8 @@ static fota_status encode(const struct fota_delta_script *s, const uint8_t *old,
 		for (size_t i = 0; i < p.n_blocks; i++) {
 			struct block *k = &p.blocks[i];
 			if (k->wz && k->est_b + 8 < k->est_a + 2 && k->est_b <= delta_piece_bound(k->new_len))
-				k->kind = DELTA_KIND_WINDOW;
-			if (k->kind != DELTA_KIND_WINDOW) {
+				k->kind = p.a64 ? DELTA_KIND_WINDOW_A64 : DELTA_KIND_WINDOW;
+			if (k->kind == DELTA_KIND_SCRIPT) {
 				free(k->wz);
 				k->wz = NULL;
 				k->wzlen = 0;
@@ -634,7 +660,7 @@ static fota_status encode(const struct fota_delta_script *s, const uint8_t *old,
 	for (size_t i = 0; i < p.n_blocks; i++) {
 		struct block *k = &p.blocks[i];
 		total += DELTA_BLK_HDR_MAX + k->wzlen;
-		if (k->kind == DELTA_KIND_WINDOW) {
+		if (k->kind != DELTA_KIND_SCRIPT) {
 			if (k->wzlen > delta_piece_bound(k->new_len)) {
 				st = fota_error_set(err, FOTA_E_INTERNAL, "delta: encode: block %zu above its bound", i);
 				goto out;
@@ -667,7 +693,7 @@ static fota_status encode(const struct fota_delta_script *s, const uint8_t *old,
 	for (size_t i = 0; i < p.n_blocks; i++) {
 		const struct block *k = &p.blocks[i];
 		out.len += put_varint(out.p + out.len, (uint64_t)k->kind);
-		if (k->kind == DELTA_KIND_WINDOW) {
+		if (k->kind != DELTA_KIND_SCRIPT) {
 			out.len += put_varint(out.p + out.len, k->new_len);
 			out.len += put_varint(out.p + out.len, k->src_off);
 			out.len += put_varint(out.p + out.len, k->src_len);

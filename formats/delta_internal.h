@@ -51,6 +51,41 @@ fota_status fota_bsdiff40_apply(const struct fota_delta_io *io, uint64_t source_
 #define DELTA_NSTREAMS 4
 #define DELTA_KIND_SCRIPT 0
 #define DELTA_KIND_WINDOW 1
+#define DELTA_KIND_WINDOW_A64 2  /* a source-window block coded through the AArch64 filter */
+
+/*
+ * The AArch64 branch filter (FORMAT.md 7.2): in buf, which holds the image bytes at
+ * absolute offset pos, every little-endian 32-bit word at an offset p with p % 4 == 0
+ * lying wholly inside buf has its BL target (imm26) and ADRP page (imm21) made absolute
+ * (relative + p / 4, relative + p / 4096, modulo the field size); inverse undoes it.
+ * Code that moved keeps identical bytes for calls and page references to code and data
+ * that did not, which zstd then matches.
+ */
+static inline void delta_a64_filter(uint8_t *buf, size_t len, uint64_t pos, int inverse)
+{
+	size_t i = (size_t)((4 - (pos & 3)) & 3);
+	for (; i + 4 <= len; i += 4) {
+		uint8_t *w = buf + i;
+		uint32_t x = (uint32_t)w[0] | (uint32_t)w[1] << 8 | (uint32_t)w[2] << 16 | (uint32_t)w[3] << 24;
+		uint64_t at = pos + i;
+		if ((x & 0xFC000000u) == 0x94000000u) {
+			uint32_t d = (uint32_t)(at >> 2);
+			uint32_t imm = inverse ? x - d : x + d;
+			x = 0x94000000u | (imm & 0x03FFFFFFu);
+		} else if ((x & 0x9F000000u) == 0x90000000u) {
+			uint32_t imm = ((x >> 29) & 3u) | ((x >> 3) & 0x1FFFFCu);
+			uint32_t d = (uint32_t)(at >> 12);
+			imm = (inverse ? imm - d : imm + d) & 0x1FFFFFu;
+			x = (x & 0x9F00001Fu) | ((imm & 3u) << 29) | ((imm >> 2) << 5);
+		} else {
+			continue;
+		}
+		w[0] = (uint8_t)x;
+		w[1] = (uint8_t)(x >> 8);
+		w[2] = (uint8_t)(x >> 16);
+		w[3] = (uint8_t)(x >> 24);
+	}
+}
 
 /* Largest compressed piece for raw bytes n (zstd block overheads, frame header, checksum). */
 static inline uint64_t delta_piece_bound(uint64_t n)

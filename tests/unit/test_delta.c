@@ -5,6 +5,7 @@
 #include <zstd.h>
 #include "unit.h"
 #include "fota/delta.h"
+#include "../../formats/delta_internal.h"
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -594,6 +595,47 @@ static void test_delta_apply_files(void)
 	free(b);
 }
 
+/* The AArch64 filter inverts exactly, and an AArch64 ELF whose code moved round-trips
+ * through filtered source-window blocks. */
+static void test_delta_a64_filter(void)
+{
+	size_t n = 1u << 20;
+	uint8_t *a = malloc(n), *b = malloc(n), *c = malloc(n);
+	unit_fill_random(a, n, 19);
+	/* plant BL and ADRP instructions among random words */
+	for (size_t i = 0; i + 4 <= n; i += 16) {
+		uint32_t x = (i & 32) ? 0x94000000u | (uint32_t)(i * 7 & 0x03FFFFFF) : 0x90000000u | (uint32_t)(i & 0x00FFFFE0);
+		memcpy(a + i, &x, 4);
+	}
+	memcpy(c, a, n);
+	delta_a64_filter(c + 3, n - 3, 1003, 0);
+	CU_ASSERT(memcmp(c, a, n) != 0);
+	delta_a64_filter(c + 3, n - 3, 1003, 1);
+	CU_ASSERT_EQUAL(memcmp(c, a, n), 0);
+	/* an "ELF" for AArch64 whose second half moved by 4 KiB + 8 */
+	memset(a, 0, 64);
+	memcpy(a, "\177ELF", 4);
+	a[5] = 1;
+	a[18] = 183;
+	memcpy(b, a, n / 2);
+	unit_fill_random(b + n / 2, 4104, 20);
+	memcpy(b + n / 2 + 4104, a + n / 2, n / 2 - 4104);
+	struct fota_delta_script *s = NULL;
+	struct fota_error e = {0};
+	uint8_t *p = NULL, *out = NULL;
+	size_t pl = 0, ol = 0;
+	CU_ASSERT_EQUAL_FATAL(fota_delta_diff(a, n, b, n, NULL, &s, &e), FOTA_OK);
+	CU_ASSERT_EQUAL_FATAL(fota_delta_encode_full(s, a, b, NULL, &p, &pl, &e), FOTA_OK);
+	CU_ASSERT_EQUAL(apply_mem(p, pl, a, n, FOTA_DELTA_MEM_DEFAULT, &out, &ol, &e), FOTA_OK);
+	CU_ASSERT(ol == n && memcmp(out, b, n) == 0);
+	free(out);
+	free(p);
+	fota_delta_script_free(s);
+	free(a);
+	free(b);
+	free(c);
+}
+
 static void add(CU_pSuite s)
 {
 	UNIT_ADD(s, test_delta_empty_and_tiny);
@@ -608,6 +650,7 @@ static void add(CU_pSuite s)
 	UNIT_ADD(s, test_delta_script_check);
 	UNIT_ADD(s, test_delta_slice_per_chunk);
 	UNIT_ADD(s, test_delta_apply_files);
+	UNIT_ADD(s, test_delta_a64_filter);
 }
 
 UNIT_SUITE("formats/delta", add)
