@@ -316,6 +316,8 @@ static int device_size(struct agent *a, const char *path, uint64_t *size, struct
 	return AGENT_EXIT_OK;
 }
 
+static int active_slot(struct agent *a, char *out, struct fota_error *err);
+
 /* Model, floor, expiry, mode and sizes (FORMAT.md section 5 step 4). */
 static int check_device(struct agent *a, struct fota_error *err)
 {
@@ -357,19 +359,26 @@ static int check_device(struct agent *a, struct fota_error *err)
 	const char *dst = c->mode == FOTA_MODE_AB ? NULL : c->target;
 	uint64_t size = 0;
 	int rc;
+	uint64_t src_room, dst_room;
 	if (c->mode == FOTA_MODE_AB) {
-		/* both slots must hold the image; which one is the target is decided at update */
-		uint64_t sa = 0, sb = 0;
-		if ((rc = device_size(a, c->slot_a, &sa, err)) != 0 || (rc = device_size(a, c->slot_b, &sb, err)) != 0)
+		/* the active slot holds the source, the other one receives the target */
+		char act = a->j.target_slot ? (a->j.target_slot == 'a' ? 'b' : 'a') : c->active_slot;
+		if (!act && (rc = active_slot(a, &act, err)) != 0)
 			return rc;
-		size = sa < sb ? sa : sb;
-	} else if ((rc = device_size(a, dst, &size, err)) != 0) {
-		return rc;
+		if ((rc = device_size(a, act == 'a' ? c->slot_a : c->slot_b, &src_room, err)) != 0 ||
+		    (rc = device_size(a, act == 'a' ? c->slot_b : c->slot_a, &dst_room, err)) != 0)
+			return rc;
+	} else {
+		if ((rc = device_size(a, dst, &size, err)) != 0)
+			return rc;
+		src_room = dst_room = size;
 	}
-	if (im->target_size > size || (im->has_source && im->source_size > size)) {
-		fota_error_set(err, FOTA_E_ARG, "package: image %s needs %llu bytes, the %s has %llu", im->name,
-			       (unsigned long long)(im->target_size > im->source_size ? im->target_size : im->source_size),
-			       c->mode == FOTA_MODE_AB ? "smaller slot" : "partition", (unsigned long long)size);
+	if (im->target_size > dst_room || (im->has_source && im->source_size > src_room)) {
+		bool t = im->target_size > dst_room;
+		fota_error_set(err, FOTA_E_ARG, "package: image %s: %s of %llu bytes, the %s has %llu", im->name,
+			       t ? "target" : "source", (unsigned long long)(t ? im->target_size : im->source_size),
+			       c->mode == FOTA_MODE_AB ? (t ? "inactive slot" : "active slot") : "partition",
+			       (unsigned long long)(t ? dst_room : src_room));
 		return agent_fail(a, AGENT_EXIT_NOT_ACCEPTABLE);
 	}
 	if (m->mode == FOTA_MODE_INPLACE) {
@@ -589,9 +598,13 @@ static void drop_cache(struct agent *a)
 	(void)st->ops->remove(st, CACHE_FILE, NULL);
 	size_t n = a->m ? fota_manifest_chunk_count(a->m) : 0;
 	if (a->j.stream) {
-		/* stream files of the chunks around the job's position */
+		/* stream files of the chunks around the job's position, and those the head
+		 * request brought */
+		uint64_t last = a->j.ap_next + 1;
+		while (a->pkg_off && last < n && a->pkg_off[last] < HEAD_FETCH)
+			last++;
 		char name[32];
-		for (uint64_t k = a->j.ap_next > 0 ? a->j.ap_next - 1 : 0; k <= a->j.ap_next + 1 && (n == 0 || k < n); k++) {
+		for (uint64_t k = a->j.ap_next > 0 ? a->j.ap_next - 1 : 0; k <= last && (n == 0 || k < n); k++) {
 			stream_name((size_t)k, name);
 			(void)st->ops->remove(st, name, NULL);
 		}
@@ -768,22 +781,25 @@ static int fetch_head(struct agent *a, struct fota_error *err)
 		goto out;
 	}
 	drop_cache(a); /* anything left from an earlier package */
-	/* The first request usually brought the start of payload 0: keep it. */
-	uint64_t d0 = fota_manifest_chunk_count(a->m) ? a->pkg_off[0] : UINT64_MAX;
-	if (b.len > d0) {
-		uint64_t n = b.len - d0, p0 = chunk_at(a->m, 0)->payload_size;
-		if (n > p0)
-			n = p0;
+	/* The first request usually brought the first payloads too: keep their bytes (in
+	 * the cache they are contiguous, so the file's size still tells the progress). */
+	size_t nch = fota_manifest_chunk_count(a->m);
+	for (size_t k = 0; k < nch && a->pkg_off[k] < b.len; k++) {
+		uint64_t n = b.len - a->pkg_off[k], pk = chunk_at(a->m, k)->payload_size;
+		if (n > pk)
+			n = pk;
 		struct fota_storage *s = NULL;
 		char name[32];
-		stream_name(0, name);
+		stream_name(k, name);
 		if (a->env.state->ops->open(a->env.state, a->j.stream ? name : CACHE_FILE, true, &s, err) != FOTA_OK ||
-		    fota_storage_write(s, 0, b.data + d0, (size_t)n, err) != FOTA_OK) {
+		    fota_storage_write(s, a->j.stream ? 0 : a->cache_off[k], b.data + a->pkg_off[k], (size_t)n, err) != FOTA_OK) {
 			fota_storage_close(s);
 			x = agent_fail(a, AGENT_EXIT_IO);
 			goto out;
 		}
 		fota_storage_close(s);
+		if (n < pk)
+			break;
 	}
 	fota_sha256(man, mlen, a->j.manifest_sha256);
 	snprintf(a->j.etag, sizeof(a->j.etag), "%s", a->val.etag);
