@@ -3,6 +3,7 @@
 # files of a few hundred KB:
 #   fota-delta diff --format bsdiff40 OLD NEW P ; bspatch OLD OUT P      -> OUT == NEW
 #   bsdiff OLD NEW P2 ; fota-delta patch OLD P2 OUT                      -> OUT == NEW
+# plus a truncated patch refused and --mem-limit honoured (1M refused, 8M fits bzip2 small mode).
 # A missing fota-delta binary is a failure, not a skip.
 . "$(dirname "$0")/lib.sh"
 
@@ -62,3 +63,10 @@ if [ "$rc" -ne 0 ] && [ ! -e "$WORK/out3" ] && grep -q bsdiff40 "$WORK/.cut"; th
 else
   fail "bsdiff40: truncated patch refused" "exit $rc, output $( [ -e "$WORK/out3" ] && echo present || echo absent ): $(head -2 "$WORK/.cut" | tr '\n' ' ')"
 fi
+
+# Three bzip2 decoders do not fit in 1 MiB: refused as a limit (exit 5) before writing.
+expect_rc "bsdiff40: --mem-limit 1M refused (exit 5)" 5 fota-delta patch --mem-limit 1M "$WORK/old" "$WORK/p2" "$WORK/out4"
+[ ! -e "$WORK/out4" ] && pass "bsdiff40: no output after the limit refusal" || fail "bsdiff40: no output after the limit refusal"
+# In 8 MiB bzip2's small mode fits.
+check "bsdiff40: --mem-limit 8M applies" fota-delta patch --mem-limit 8M "$WORK/old" "$WORK/p2" "$WORK/out5"
+check "bsdiff40: 8M output equals NEW" cmp "$WORK/out5" "$WORK/new"
