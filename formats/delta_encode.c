@@ -79,6 +79,11 @@ static unsigned ceil_log2(uint64_t v)
 /* A block whose script leaves less than 1/WINDOW_EXTRA_DIV of it to the extra stream,
  * in fewer than WINDOW_PARTS_MIN controls, is coded as script without a window trial. */
 #define WINDOW_EXTRA_DIV 32
+/* The pre-trial level, and the ratio below which its size times NUM/DEN must come under
+ * the script's size for the full trial to run. */
+#define WINDOW_PRE_LEVEL 3
+#define WINDOW_PRE_NUM 1
+#define WINDOW_PRE_DEN 2
 #define NS 4 /* script streams: control, diff runs, diff literals, extra */
 /* Largest window per script stream: larger ones gain nothing measurable on the benchmark
  * pairs (control and run streams are small and local) and cost the device memory. */
@@ -147,9 +152,24 @@ static struct block *push_block(struct plan *p)
 	return k;
 }
 
-/* at most this many parts per block, so its control bytes (30 per triple at most, plus
- * one leading seek) stay under DELTA_CTRL_CAP */
-#define PARTS_MAX ((DELTA_CTRL_CAP - 30) / 30)
+static size_t varint_len(uint64_t v)
+{
+	size_t n = 1;
+	while (v >= 0x80) {
+		v >>= 7;
+		n++;
+	}
+	return n;
+}
+
+/* At most this many parts per block, so that its control bytes (each triple: add and
+ * copy below 2^block_log, a seek within the old size; plus one leading seek triple) stay
+ * under DELTA_CTRL_CAP. */
+static size_t parts_max(uint64_t block_max, uint64_t old_size)
+{
+	size_t per = 2 * varint_len(block_max) + varint_len(2 * old_size + 1);
+	return (DELTA_CTRL_CAP - 2 - varint_len(2 * old_size + 1)) / per;
+}
 
 static int cut_blocks(struct plan *p, uint64_t block_max)
 {
@@ -158,12 +178,13 @@ static int cut_blocks(struct plan *p, uint64_t block_max)
 	if (!k)
 		return -1;
 	uint64_t rem = block_max, dpos = 0, epos = 0, npos = 0;
+	size_t pmax = parts_max(block_max, s->old_size);
 	int64_t op = 0;
 	for (size_t i = 0; i < s->n_ctrl; i++) {
 		uint64_t a = s->ctrl[i].add, c = s->ctrl[i].copy, st = (uint64_t)op;
 		op += (int64_t)a + s->ctrl[i].seek;
 		while (a || c) {
-			if (rem == 0 || k->p1 - k->p0 >= PARTS_MAX) {
+			if (rem == 0 || k->p1 - k->p0 >= pmax) {
 				k = push_block(p);
 				if (!k)
 					return -1;
@@ -429,15 +450,11 @@ static void run_stream(struct job *j)
 				break;
 		}
 		size_t cl = j->out.len - before;
-		if (j->estimate) {
-			k->est_a += cl;
-			j->out.len = 0;
-		} else {
-			k->clen[j->which] = cl;
-			if (!ZSTD_isError(r) && cl > delta_piece_bound(j->which == 0 ? len : k->new_len)) {
-				job_fail(j, FOTA_E_INTERNAL, "piece above its bound", NULL);
-				goto out;
-			}
+		k->est_a += cl;
+		k->clen[j->which] = cl;
+		if (!ZSTD_isError(r) && cl > delta_piece_bound(j->which == 0 ? len : k->new_len)) {
+			job_fail(j, FOTA_E_INTERNAL, "piece above its bound", NULL);
+			goto out;
 		}
 	}
 	if (ZSTD_isError(r))
@@ -475,7 +492,26 @@ static void run_window(struct job *j)
 	unsigned wl = ceil_log2(k->src_len + k->new_len);
 	if (wl < DELTA_WLOG_MIN)
 		wl = DELTA_WLOG_MIN;
-	size_t r = ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, j->level);
+	size_t r;
+	if (j->estimate && j->level > WINDOW_PRE_LEVEL) {
+		/* A quick look first: a window the fast level codes far above the script is not
+		 * worth the slow level's trial (which mostly pays for indexing the prefix). */
+		r = ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, WINDOW_PRE_LEVEL);
+		if (!ZSTD_isError(r))
+			r = ZSTD_CCtx_setParameter(cc, ZSTD_c_windowLog, (int)wl);
+		if (!ZSTD_isError(r))
+			r = ZSTD_CCtx_refPrefix(cc, pre, (size_t)k->src_len);
+		if (!ZSTD_isError(r))
+			r = ZSTD_compress2(cc, dst, cap, src, (size_t)k->new_len);
+		if (ZSTD_isError(r)) {
+			job_fail(j, FOTA_E_COMPRESS, "zstd: ", ZSTD_getErrorName(r));
+			goto out;
+		}
+		if ((uint64_t)r * WINDOW_PRE_NUM / WINDOW_PRE_DEN > k->est_a)
+			goto out;
+		ZSTD_CCtx_reset(cc, ZSTD_reset_session_and_parameters);
+	}
+	r = ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, j->level);
 	if (!ZSTD_isError(r))
 		r = ZSTD_CCtx_setParameter(cc, ZSTD_c_windowLog, (int)wl);
 	if (!ZSTD_isError(r))
@@ -558,7 +594,13 @@ static fota_status compress_all(struct plan *p, int level, const unsigned wl[NS]
 	for (size_t i = 0; i < p->n_blocks; i++)
 		if (estimate && try_window && window_worth_trying(&p->blocks[i]))
 			jobs[n++] = (struct job){.p = p, .which = NS, .blk = i, .level = level, .estimate = estimate};
-	run_jobs(jobs, nj, threads);
+	if (estimate) {
+		/* window pre-trials compare with the script sizes: streams first */
+		run_jobs(jobs, NS, threads);
+		run_jobs(jobs + NS, nj - NS, threads);
+	} else {
+		run_jobs(jobs, nj, threads);
+	}
 	fota_status st = FOTA_OK;
 	for (size_t i = 0; i < nj; i++) {
 		if (jobs[i].st != FOTA_OK && st == FOTA_OK) {
@@ -568,7 +610,7 @@ static fota_status compress_all(struct plan *p, int level, const unsigned wl[NS]
 			else
 				st = fota_error_set(err, jobs[i].st, "delta: encode: block %zu: %s", jobs[i].blk, jobs[i].msg);
 		}
-		if (jobs[i].which < NS && outs && !estimate) {
+		if (jobs[i].which < NS && outs) {
 			outs[jobs[i].which] = jobs[i].out;
 			jobs[i].out.p = NULL;
 		}
@@ -606,6 +648,7 @@ static fota_status encode(const struct fota_delta_script *s, const uint8_t *old,
 		block_log = DELTA_BLOCK_LOG_MIN;
 	unsigned wl[NS];
 	uint64_t lens[NS];
+	int all_script = 0; /* the trial's script streams are the final ones */
 
 	if (cut_blocks(&p, UINT64_C(1) << block_log) != 0 || code_diff(&p) != 0)
 		goto nomem;
@@ -626,13 +669,18 @@ static fota_status encode(const struct fota_delta_script *s, const uint8_t *old,
 			if (wl[i] > wlog)
 				wl[i] = wlog;
 		}
-		st = compress_all(&p, level, wl, 1, 1, threads, NULL, err);
+		/* trial: the script streams as if every block were a script block (kept as the
+		 * result when no block turns out better as a window), and every candidate window */
+		st = compress_all(&p, level, wl, 1, 1, threads, outs, err);
 		if (st != FOTA_OK)
 			goto out;
+		all_script = 1;
 		for (size_t i = 0; i < p.n_blocks; i++) {
 			struct block *k = &p.blocks[i];
 			if (k->wz && k->est_b + 8 < k->est_a + 2 && k->est_b <= delta_piece_bound(k->new_len))
 				k->kind = p.a64 ? DELTA_KIND_WINDOW_A64 : DELTA_KIND_WINDOW;
+			if (k->kind != DELTA_KIND_SCRIPT)
+				all_script = 0;
 			if (k->kind == DELTA_KIND_SCRIPT) {
 				free(k->wz);
 				k->wz = NULL;
@@ -652,9 +700,15 @@ static fota_status encode(const struct fota_delta_script *s, const uint8_t *old,
 		if (wl[i] > wlog)
 			wl[i] = wlog;
 	}
-	st = compress_all(&p, level, wl, 0, 0, threads, outs, err);
-	if (st != FOTA_OK)
-		goto out;
+	if (!all_script) {
+		for (int i = 0; i < NS; i++) {
+			free(outs[i].p);
+			outs[i] = (struct buf){0};
+		}
+		st = compress_all(&p, level, wl, 0, 0, threads, outs, err);
+		if (st != FOTA_OK)
+			goto out;
+	}
 	uint64_t prefix_max = 0;
 	size_t total = DELTA_HDR_LEN + outs[0].len + outs[1].len + outs[2].len + outs[3].len;
 	for (size_t i = 0; i < p.n_blocks; i++) {
