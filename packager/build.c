@@ -485,6 +485,7 @@ static fota_status build_image(const struct pack_options *o, const struct pack_i
 	struct chunk_job *jobs = NULL;
 	struct candidates *cand = NULL;
 	bool *to_full = NULL;
+	struct fota_sha256 *img_hash = NULL;
 	*cand_out = NULL;
 
 	snprintf(im->name, sizeof(im->name), "%s", pi->name);
@@ -500,7 +501,14 @@ static fota_status build_image(const struct pack_options *o, const struct pack_i
 		fota_sha256(old.data, (size_t)old.size, im->source_sha256);
 	}
 	im->target_size = new.size;
-	fota_sha256(new.data, (size_t)new.size, im->target_sha256);
+	/* With a source the whole target is needed at once anyway; without one it is hashed
+	 * batch by batch below, so memory stays small. */
+	if (pi->old_path)
+		fota_sha256(new.data, (size_t)new.size, im->target_sha256);
+	else if (!(img_hash = fota_sha256_new())) {
+		rc = fota_error_set(err, FOTA_E_NOMEM, "out of memory");
+		goto out;
+	}
 	uint64_t n_chunks = (new.size + o->chunk_size - 1) / o->chunk_size;
 	if (n_chunks > FOTA_CHUNKS_MAX) {
 		rc = fota_error_set(err, FOTA_E_LIMIT,
@@ -576,9 +584,21 @@ static fota_status build_image(const struct pack_options *o, const struct pack_i
 		}
 		if (rc)
 			goto out;
+		if (img_hash) {
+			/* A full image is read once: hash this batch, then drop it from memory, so
+			 * memory stays at a few chunks whatever the image size. */
+			uint64_t a = first * o->chunk_size;
+			uint64_t b = (first + n) * o->chunk_size < new.size ? (first + n) * o->chunk_size : new.size;
+			fota_sha256_update(img_hash, new.data + a, (size_t)(b - a));
+			a &= ~(uint64_t)(sysconf(_SC_PAGESIZE) - 1);
+			madvise((void *)(new.data + a), (size_t)(b - a), MADV_DONTNEED);
+		}
 		pg->done += (first + n) * o->chunk_size < new.size ? n * o->chunk_size : new.size - first * o->chunk_size;
 		progress_show(pg, "packing");
 	}
+
+	if (img_hash)
+		fota_sha256_final(img_hash, im->target_sha256);
 
 	/* In-place: order, stash, and FULL where the scheme needs it. The candidates travel with their chunks. */
 	to_full = calloc((size_t)n_chunks + 1, sizeof(bool));
@@ -665,6 +685,7 @@ static fota_status build_image(const struct pack_options *o, const struct pack_i
 	*cand_out = cand;
 	cand = NULL;
 out:
+	fota_sha256_free(img_hash);
 	free(to_full);
 	free(cand);
 	free(jobs);
