@@ -52,6 +52,18 @@ say "4. fota-verify"
 "$BIN/fota-verify" --trust "$OUT/pki/root.pem" --output "$OUT/rebuilt.img" "$OUT/demo.fota"
 cmp "$OUT/rebuilt.img" "$OUT/new.img" && echo "   rebuilt image is byte-identical to new.img"
 
+say "4b. the same update as a delta from 1.0 (what a handset on 1.0 downloads)"
+"$BIN/fota-pack" --from "$OUT/old.img" --to "$OUT/new.img" --key "$OUT/pki/signer-ec.key" --cert "$OUT/pki/signer-ec.pem" \
+  --chain "$OUT/pki/chain.pem" --name demo-firmware --version 1.1 --from-version 1.0 \
+  --device-model FOTA-DEMO-1 --security-version 1 -o "$OUT/demo-delta.fota"
+"$BIN/fota-pack" --from "$OUT/old.img" --to "$OUT/new.img" --key "$OUT/pki/signer-ec.key" --cert "$OUT/pki/signer-ec.pem" \
+  --chain "$OUT/pki/chain.pem" --name demo-firmware --version 1.1 --from-version 1.0 --mode inplace \
+  --device-model FOTA-DEMO-1 --security-version 1 -o "$OUT/demo-inplace.fota"
+for k in delta inplace; do
+  "$BIN/fota-verify" --quiet --trust "$OUT/pki/root.pem" --source "$OUT/old.img" --output "$OUT/rebuilt-$k.img" "$OUT/demo-$k.fota" &&
+    cmp "$OUT/rebuilt-$k.img" "$OUT/new.img" && echo "   fota-verify --source: the $k package turns old.img into exactly new.img"
+done
+
 say "5. the auditor's recipe: stock tar, openssl, sha256sum, zstd only"
 mkdir -p "$OUT/audit"; cd "$OUT/audit"
 tar -xf ../demo.fota
@@ -66,6 +78,7 @@ cd "$top"
 t1=$(date +%s.%N)
 say "summary"
 pkg=$(stat -c %s "$OUT/demo.fota"); img=$(stat -c %s "$OUT/new.img")
-awk -v p="$pkg" -v i="$img" -v s="$(echo "$t1 - $t0" | bc 2>/dev/null || echo 0)" \
-  'BEGIN { printf "   package %d bytes for a %d-byte image (%.1f%%); demo took %.1f s\n", p, i, 100*p/i, s }'
+dpk=$(stat -c %s "$OUT/demo-delta.fota"); ipk=$(stat -c %s "$OUT/demo-inplace.fota")
+awk -v p="$pkg" -v d="$dpk" -v ip="$ipk" -v i="$img" -v s="$(echo "$t1 - $t0" | bc 2>/dev/null || echo 0)" \
+  'BEGIN { printf "   image %d bytes: full package %d (%.1f%%), A/B delta %d (%.2f%%), in-place delta %d (%.2f%%); demo took %.1f s\n", i, p, 100*p/i, d, 100*d/i, ip, 100*ip/i, s }'
 echo "   files: $OUT"
