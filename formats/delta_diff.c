@@ -274,11 +274,12 @@ static fota_status build_script(const uint8_t *old, uint64_t old_size, const uin
 	}
 	uint64_t npos = 0, opos = 0;
 	size_t k = 0;
-	if (segs->n == 0 || segs->v[0].nstart > 0 || segs->v[0].ostart > 0) {
+	if ((segs->n == 0 && new_size > 0) || (segs->n && (segs->v[0].nstart > 0 || segs->v[0].ostart > 0))) {
 		uint64_t c = segs->n ? segs->v[0].nstart : new_size;
 		int64_t seek = segs->n ? (int64_t)segs->v[0].ostart : 0;
 		s->ctrl[k++] = (struct fota_delta_ctrl){0, c, seek};
-		memcpy(s->extra, new, c);
+		if (c)
+			memcpy(s->extra, new, c);
 		s->extra_len = c;
 		npos = c;
 		opos = (uint64_t)seek;
@@ -297,7 +298,8 @@ static fota_status build_script(const uint8_t *old, uint64_t old_size, const uin
 		uint64_t next_n = i + 1 < segs->n ? segs->v[i + 1].nstart : new_size;
 		uint64_t next_o = i + 1 < segs->n ? segs->v[i + 1].ostart : g->ostart + g->len;
 		uint64_t c = next_n - nend;
-		memcpy(s->extra + s->extra_len, new + nend, c);
+		if (c)
+			memcpy(s->extra + s->extra_len, new + nend, c);
 		s->extra_len += c;
 		s->ctrl[k++] = (struct fota_delta_ctrl){g->len, c, (int64_t)next_o - (int64_t)(g->ostart + g->len)};
 		npos = next_n;
@@ -596,9 +598,11 @@ fota_status fota_delta_script_slice(const struct fota_delta_script *s, uint64_t 
 		o->ctrl[k++] = (struct fota_delta_ctrl){0, 0, first};
 	cur = np && pc[0].add ? (uint64_t)first : 0;
 	for (size_t i = 0; i < np; i++) {
-		memcpy(o->diff + o->diff_len, s->diff + pc[i].doff, pc[i].add);
+		if (pc[i].add)
+			memcpy(o->diff + o->diff_len, s->diff + pc[i].doff, pc[i].add);
 		o->diff_len += pc[i].add;
-		memcpy(o->extra + o->extra_len, s->extra + pc[i].eoff, pc[i].copy);
+		if (pc[i].copy)
+			memcpy(o->extra + o->extra_len, s->extra + pc[i].eoff, pc[i].copy);
 		o->extra_len += pc[i].copy;
 		cur += pc[i].add;
 		int64_t next = start[i];

@@ -357,7 +357,8 @@ static int code_diff(struct plan *p)
 				return -1;
 			p->dctl.len += put_varint(p->dctl.p + p->dctl.len, z - i);
 			p->dctl.len += put_varint(p->dctl.p + p->dctl.len, l - z);
-			memcpy(p->dlit.p + p->dlit.len, d + z, l - z);
+			if (l > z)
+				memcpy(p->dlit.p + p->dlit.len, d + z, l - z);
 			p->dlit.len += l - z;
 			i = l;
 		}
@@ -761,7 +762,8 @@ static fota_status encode(const struct fota_delta_script *s, const uint8_t *old,
 		for (int j = 0; j < NS; j++)
 			out.len += put_varint(out.p + out.len, k->clen[j]);
 		for (int j = 0; j < NS; j++) {
-			memcpy(out.p + out.len, outs[j].p + zoff[j], k->clen[j]);
+			if (k->clen[j])
+				memcpy(out.p + out.len, outs[j].p + zoff[j], k->clen[j]);
 			out.len += k->clen[j];
 			zoff[j] += k->clen[j];
 		}
