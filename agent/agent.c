@@ -136,8 +136,15 @@ int agent_exit_for(fota_status st)
 	}
 }
 
+bool agent_checkpoint_due(struct agent *a)
+{
+	int64_t now = a->env.clock.now_ms(a->env.clock.ctx);
+	return now - a->last_checkpoint_ms >= AGENT_CHECKPOINT_MS || now < a->last_checkpoint_ms;
+}
+
 fota_status agent_commit(struct agent *a, struct fota_error *err)
 {
+	a->last_checkpoint_ms = a->env.clock.now_ms(a->env.clock.ctx);
 	char *s = NULL;
 	size_t len = 0;
 	fota_status rc = agent_journal_format(&a->j, &s, &len, err);
@@ -645,8 +652,7 @@ static int fetch_payload(struct agent *a, size_t k, struct fota_storage *st, uin
 			if (x != 0)
 				return x;
 		}
-		if (fota_storage_sync(st, err) != FOTA_OK)
-			return agent_fail(a, AGENT_EXIT_IO);
+		/* no sync here: the journal's checkpoint syncs the cache before it counts a payload */
 		uint8_t d[FOTA_SHA256_LEN];
 		if (agent_hash_range(a, st, off, ch->payload_size, d, err) != FOTA_OK)
 			return agent_fail(a, AGENT_EXIT_IO);
@@ -891,9 +897,14 @@ static int run_download(struct agent *a, struct fota_error *err)
 				x = agent_payload(a, k, &st, &owned, &off, err);
 				if (x == 0) {
 					a->j.dl_next = k + 1;
-					snprintf(a->j.message, sizeof(a->j.message), "downloaded %zu of %zu chunks", k + 1, n);
-					x = commit_or_fail(a, err);
 					agent_log(a, "chunk %zu/%zu downloaded and verified", k + 1, n);
+					if (k + 1 == n || agent_checkpoint_due(a)) {
+						snprintf(a->j.message, sizeof(a->j.message), "downloaded %zu of %zu chunks", k + 1, n);
+						if (fota_storage_sync(a->cache, err) != FOTA_OK)
+							x = agent_fail(a, AGENT_EXIT_IO);
+						else
+							x = commit_or_fail(a, err);
+					}
 				}
 			}
 		}

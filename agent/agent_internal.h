@@ -10,6 +10,11 @@
 #include "fetch.h"
 
 #define AGENT_IO_BUF (128u << 10) /* one read/write piece */
+/* Store-mode download and A/B apply journal their progress at most this often (as
+ * update_engine does): a cut redoes at most this much work, every redone chunk is
+ * verified again, and the fsyncs no longer dominate. In-place steps and streaming are
+ * journaled one by one. */
+#define AGENT_CHECKPOINT_MS 1000
 
 struct agent {
 	struct agent_env env;
@@ -26,12 +31,15 @@ struct agent {
 	struct fota_storage *cache;      /* store-mode cache, open while downloading */
 	uint8_t *buf, *buf2;             /* AGENT_IO_BUF each */
 	int exit;                        /* exit code of the failure being reported */
+	int64_t last_checkpoint_ms;      /* when the journal was last committed for progress */
 };
 
 /* Record the exit code for a failure and return it; the message is in err. */
 int agent_fail(struct agent *a, int code);
 /* Map a libfota status to an exit code. */
 int agent_exit_for(fota_status st);
+/* True when progress should be journaled now (AGENT_CHECKPOINT_MS since the last time). */
+bool agent_checkpoint_due(struct agent *a);
 /* Replace the journal durably. */
 fota_status agent_commit(struct agent *a, struct fota_error *err) FOTA_WUR;
 void agent_log(struct agent *a, const char *fmt, ...) FOTA_PRINTF(2, 3);

@@ -107,7 +107,7 @@ struct applier {
 
 /* Produce chunk ch from its verified payload into dst at off; checks size and digest. */
 static int produce(struct applier *ap, const struct fota_chunk *ch, size_t k, struct fota_storage *payload,
-		   uint64_t poff, struct fota_storage *dst, uint64_t off, struct fota_error *err)
+		   uint64_t poff, struct fota_storage *dst, uint64_t off, bool sync, struct fota_error *err)
 {
 	struct agent *a = ap->a;
 	struct writer w = { dst, off, 0, ch->target_size, fota_sha256_new() };
@@ -180,7 +180,7 @@ static int produce(struct applier *ap, const struct fota_chunk *ch, size_t k, st
 	uint8_t d[FOTA_SHA256_LEN];
 	fota_sha256_final(w.h, d);
 	fota_sha256_free(w.h);
-	if (rc == FOTA_OK && fota_storage_sync(dst, err) != FOTA_OK)
+	if (rc == FOTA_OK && sync && fota_storage_sync(dst, err) != FOTA_OK)
 		return agent_fail(a, AGENT_EXIT_IO);
 	if (rc == FOTA_OK && memcmp(d, ch->target_sha256, sizeof(d)) != 0)
 		rc = fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: target sha256 does not match the manifest", k);
@@ -248,9 +248,9 @@ static int inplace_chunk(struct applier *ap, const struct fota_chunk *ch, size_t
 		if ((x = agent_payload(a, k, &pst, &owned, &poff, err)) != 0)
 			return x;
 		if (ahead)
-			x = produce(ap, ch, k, pst, poff, ap->scratch, ap->stash_end, err);
+			x = produce(ap, ch, k, pst, poff, ap->scratch, ap->stash_end, true, err);
 		else
-			x = produce(ap, ch, k, pst, poff, ap->dst, ch->target_offset, err);
+			x = produce(ap, ch, k, pst, poff, ap->dst, ch->target_offset, true, err);
 		if (owned)
 			fota_storage_close(pst);
 		if (x != 0)
@@ -282,7 +282,8 @@ static int ab_chunk(struct applier *ap, const struct fota_chunk *ch, size_t k, s
 	int x = agent_payload(ap->a, k, &pst, &owned, &poff, err);
 	if (x != 0)
 		return x;
-	x = produce(ap, ch, k, pst, poff, ap->dst, ch->target_offset, err);
+	/* A/B syncs the slot at the journal's checkpoint (agent_apply) */
+	x = produce(ap, ch, k, pst, poff, ap->dst, ch->target_offset, false, err);
 	if (owned)
 		fota_storage_close(pst);
 	return x;
@@ -347,11 +348,18 @@ int agent_apply(struct agent *a, struct fota_error *err)
 		}
 		a->j.ap_next = k + 1;
 		a->j.ip_step = 0;
+		agent_log(a, "chunk %zu/%zu applied and verified", k + 1, n);
+		/* in place and streaming: every chunk; A/B from the cache: checkpoints */
+		if (c->mode == FOTA_MODE_AB && !a->j.stream && k + 1 < n && !agent_checkpoint_due(a))
+			continue;
+		if (c->mode == FOTA_MODE_AB && fota_storage_sync(ap.dst, err) != FOTA_OK) {
+			x = agent_fail(a, AGENT_EXIT_IO);
+			goto out;
+		}
 		snprintf(a->j.message, sizeof(a->j.message), "applied %zu of %zu chunks", k + 1, n);
 		if ((x = commit_step(a, err)) != 0)
 			goto out;
 		agent_payload_release(a, k);
-		agent_log(a, "chunk %zu/%zu applied and verified", k + 1, n);
 	}
 	uint8_t d[FOTA_SHA256_LEN];
 	if (agent_hash_range(a, ap.dst, 0, im->target_size, d, err) != FOTA_OK) {

@@ -101,7 +101,7 @@ static bool run(const struct scenario *sc, const struct fixture *fx, const struc
 		bool torn1, uint64_t c2, bool torn2, uint64_t *events, char *why, size_t cap)
 {
 	struct fota_sim *sim = device(sc, fx);
-	struct tclock ck = { 0 };
+	struct tclock ck = { .tick_ms = 150 }; /* checkpoints every few chunks */
 	char msg[FOTA_ERROR_MSG_MAX];
 	bool ok = false;
 	if (!sim)

@@ -240,7 +240,9 @@ out:
 
 static int64_t fk_now(void *ctx)
 {
-	return ((struct tclock *)ctx)->now_ms;
+	struct tclock *c = ctx;
+	c->now_ms += c->tick_ms;
+	return c->now_ms;
 }
 
 static void fk_sleep(void *ctx, uint64_t ms)

@@ -37,6 +37,7 @@ void tagent_pair(uint8_t **src, uint8_t **dst, size_t *len, uint64_t seed);
 
 struct tclock {
 	int64_t now_ms;
+	int64_t tick_ms;   /* added at every reading: time passes while the agent works */
 	uint64_t slept_ms, sleeps, max_sleep_ms, rng;
 };
 struct agent_clock tagent_clock(struct tclock *c);
