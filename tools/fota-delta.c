@@ -5,6 +5,8 @@
  *                   [--json] OLD NEW PATCH
  *   fota-delta patch [--mem-limit SIZE] OLD PATCH NEW      (format detected)
  *
+ * Progress lines go to stderr only when it is a terminal; --json goes to stdout.
+ *
  * Exit codes (the one table; --help prints the same):
  *   0  success
  *   1  other failure (out of memory, bad option value)
@@ -138,14 +140,19 @@ static int cmd_diff(int argc, char **argv)
 	struct fota_delta_script *s = NULL;
 	fota_status st;
 	double t0 = now(), t1 = t0, t2 = t0;
+	int tty = isatty(2);
 	st = fota_read_file(pos[0], SIZE_MAX - 1, &old, &old_len, &err);
 	if (st == FOTA_OK)
 		st = fota_read_file(pos[1], SIZE_MAX - 1, &new, &new_len, &err);
 	if (st == FOTA_OK) {
+		if (tty)
+			fprintf(stderr, "fota-delta: matching %zu bytes against %zu...\n", new_len, old_len);
 		st = fota_delta_diff(old, old_len, new, new_len, &opts, &s, &err);
 		t1 = now();
 	}
 	if (st == FOTA_OK) {
+		if (tty)
+			fprintf(stderr, "fota-delta: matched in %.1f s (%zu controls); encoding...\n", t1 - t0, s->n_ctrl);
 		if (fmt == FOTA_DELTA_FMT_FOTA)
 			st = fota_delta_encode_full(s, old, new, &opts, &patch, &patch_len, &err);
 		else
@@ -163,6 +170,8 @@ static int cmd_diff(int argc, char **argv)
 	}
 	if (st != FOTA_OK)
 		fprintf(stderr, "fota-delta: diff: %s\n", err.msg);
+	else if (tty)
+		fprintf(stderr, "fota-delta: wrote %zu bytes to %s in %.1f s\n", patch_len, pos[2], now() - t0);
 	fota_delta_script_free(s);
 	free(old);
 	free(new);
