@@ -6,6 +6,7 @@
  * is produced through a streaming zstd decoder or the delta engine, with memory
  * bounded by the I/O buffers, the zstd window and the delta engine's limit.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zstd.h>
@@ -289,12 +290,127 @@ static int ab_chunk(struct applier *ap, const struct fota_chunk *ch, size_t k, s
 	return x;
 }
 
+/*
+ * The whole-image check reads the written slot back. On a backend that allows it, a
+ * second thread does that while the chunks are still being written, trailing the
+ * writer over the prefix of the image that is complete (chunks in target order), so
+ * the read-back and its SHA-256 overlap with decompression on another core.
+ */
+struct readback {
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct fota_storage *dst;
+	uint64_t ready, hashed, size;  /* [0, ready) is written; [0, hashed) is hashed */
+	bool stop, failed;
+	struct fota_sha256 *h;
+	uint8_t *buf;
+	struct fota_error err;
+};
+
+static void *readback_main(void *arg)
+{
+	struct readback *r = arg;
+	pthread_mutex_lock(&r->mu);
+	while (r->hashed < r->size && !r->failed) {
+		while (r->ready == r->hashed && !r->stop)
+			pthread_cond_wait(&r->cv, &r->mu);
+		if (r->ready == r->hashed && r->stop)
+			break;
+		uint64_t from = r->hashed, to = r->ready;
+		pthread_mutex_unlock(&r->mu);
+		bool ok = true;
+		while (from < to) {
+			size_t n = to - from < AGENT_IO_BUF ? (size_t)(to - from) : AGENT_IO_BUF;
+			if (fota_storage_read(r->dst, from, r->buf, n, &r->err) != FOTA_OK) {
+				ok = false;
+				break;
+			}
+			fota_sha256_update(r->h, r->buf, n);
+			from += n;
+		}
+		pthread_mutex_lock(&r->mu);
+		r->hashed = from;
+		if (!ok)
+			r->failed = true;
+	}
+	pthread_mutex_unlock(&r->mu);
+	return NULL;
+}
+
+/* Start the read-back thread; false when it cannot run (then the check reads at the end). */
+static bool readback_start(struct readback *r, struct fota_storage *dst, uint64_t size)
+{
+	memset(r, 0, sizeof(*r));
+	if (!dst->concurrent_reads || !(r->h = fota_sha256_new()) || !(r->buf = malloc(AGENT_IO_BUF)))
+		goto fail;
+	r->dst = dst;
+	r->size = size;
+	if (pthread_mutex_init(&r->mu, NULL) != 0)
+		goto fail;
+	if (pthread_cond_init(&r->cv, NULL) != 0) {
+		pthread_mutex_destroy(&r->mu);
+		goto fail;
+	}
+	if (pthread_create(&r->thread, NULL, readback_main, r) != 0) {
+		pthread_cond_destroy(&r->cv);
+		pthread_mutex_destroy(&r->mu);
+		goto fail;
+	}
+	return true;
+fail:
+	fota_sha256_free(r->h);
+	free(r->buf);
+	r->h = NULL;
+	r->buf = NULL;
+	return false;
+}
+
+static void readback_advance(struct readback *r, uint64_t ready)
+{
+	pthread_mutex_lock(&r->mu);
+	if (ready > r->ready)
+		r->ready = ready;
+	pthread_cond_signal(&r->cv);
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* Stop the thread; with finish, first let it hash up to size. FOTA_OK and the digest
+ * when the whole image was hashed. */
+static fota_status readback_end(struct readback *r, bool finish, uint8_t out[FOTA_SHA256_LEN], struct fota_error *err)
+{
+	pthread_mutex_lock(&r->mu);
+	if (finish)
+		r->ready = r->size;
+	r->stop = true;
+	pthread_cond_signal(&r->cv);
+	pthread_mutex_unlock(&r->mu);
+	pthread_join(r->thread, NULL);
+	pthread_cond_destroy(&r->cv);
+	pthread_mutex_destroy(&r->mu);
+	fota_status rc = FOTA_OK;
+	if (r->failed) {
+		if (err)
+			*err = r->err;
+		rc = r->err.code ? r->err.code : FOTA_E_IO;
+	} else if (r->hashed != r->size) {
+		rc = fota_error_set(err, FOTA_E_INTERNAL, "read-back stopped early");
+	} else {
+		fota_sha256_final(r->h, out);
+	}
+	fota_sha256_free(r->h);
+	free(r->buf);
+	return rc;
+}
+
 int agent_apply(struct agent *a, struct fota_error *err)
 {
 	const struct fota_manifest *m = a->m;
 	const struct fota_image *im = &m->images[0];
 	const struct agent_config *c = a->cfg;
 	struct applier ap = { .a = a };
+	struct readback rb;
+	bool rb_on = false;
 	int x = AGENT_EXIT_OK;
 	const struct fota_devices *dv = &a->env.devices;
 	if (c->mode == FOTA_MODE_AB) {
@@ -339,12 +455,42 @@ int agent_apply(struct agent *a, struct fota_error *err)
 			goto out;
 	}
 	size_t n = im->n_chunks;
+	/* A/B: chunks already applied by an earlier run that form a prefix of the image */
+	uint64_t prefix = 0;
+	size_t next_in_order = 0;
+	while (next_in_order < (size_t)a->j.ap_next && im->chunks[next_in_order].target_offset == prefix)
+		prefix += im->chunks[next_in_order++].target_size;
+	bool in_order = next_in_order == (size_t)a->j.ap_next;
+	if (c->mode == FOTA_MODE_AB)
+		rb_on = readback_start(&rb, ap.dst, im->target_size);
+	if (rb_on && in_order)
+		readback_advance(&rb, prefix);
+	/* A/B: progress is journaled at checkpoints, so chunks after the journaled one may be
+	 * written already (a kill keeps them in the page cache); a chunk whose slot range
+	 * already holds its target is done (FORMAT.md 6.2 allows the same in place). Only the
+	 * first mismatch ends the scan. */
+	bool scan = c->mode == FOTA_MODE_AB;
 	for (size_t k = (size_t)a->j.ap_next; k < n; k++) {
 		const struct fota_chunk *ch = &im->chunks[k];
-		x = c->mode == FOTA_MODE_AB ? ab_chunk(&ap, ch, k, err) : inplace_chunk(&ap, ch, k, err);
+		if (scan) {
+			uint8_t h[FOTA_SHA256_LEN];
+			if (agent_hash_range(a, ap.dst, ch->target_offset, ch->target_size, h, err) != FOTA_OK) {
+				x = agent_fail(a, AGENT_EXIT_IO);
+				goto out;
+			}
+			scan = memcmp(h, ch->target_sha256, sizeof(h)) == 0;
+		}
+		if (!scan)
+			x = c->mode == FOTA_MODE_AB ? ab_chunk(&ap, ch, k, err) : inplace_chunk(&ap, ch, k, err);
 		if (x != 0) {
 			fota_error_prefix(err, "update: ");
 			goto out;
+		}
+		if (rb_on && in_order && ch->target_offset == prefix) {
+			prefix += ch->target_size;
+			readback_advance(&rb, prefix);
+		} else {
+			in_order = false;
 		}
 		a->j.ap_next = k + 1;
 		a->j.ip_step = 0;
@@ -362,7 +508,14 @@ int agent_apply(struct agent *a, struct fota_error *err)
 		agent_payload_release(a, k);
 	}
 	uint8_t d[FOTA_SHA256_LEN];
-	if (agent_hash_range(a, ap.dst, 0, im->target_size, d, err) != FOTA_OK) {
+	fota_status hrc;
+	if (rb_on) {
+		rb_on = false;
+		hrc = readback_end(&rb, true, d, err);
+	} else {
+		hrc = agent_hash_range(a, ap.dst, 0, im->target_size, d, err);
+	}
+	if (hrc != FOTA_OK) {
 		x = agent_fail(a, AGENT_EXIT_IO);
 		goto out;
 	}
@@ -372,6 +525,10 @@ int agent_apply(struct agent *a, struct fota_error *err)
 		x = agent_fail(a, AGENT_EXIT_CORRUPT);
 	}
 out:
+	if (rb_on) {
+		uint8_t unused[FOTA_SHA256_LEN];
+		(void)readback_end(&rb, false, unused, NULL);
+	}
 	ZSTD_freeDCtx(ap.dctx);
 	if (ap.src != ap.dst)
 		fota_storage_close(ap.src);

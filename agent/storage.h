@@ -43,7 +43,8 @@ struct fota_storage_ops {
 };
 struct fota_storage {
 	const struct fota_storage_ops *ops;
-	char name[256]; /* for messages: the path */
+	char name[256];        /* for messages: the path */
+	bool concurrent_reads; /* read may run in another thread while this one writes */
 };
 
 static inline fota_status fota_storage_read(struct fota_storage *s, uint64_t off, void *buf, size_t len,

@@ -110,6 +110,7 @@ static fota_status open_fd(const char *path, int flags, struct fota_storage **ou
 		return fota_error_set(err, FOTA_E_NOMEM, "%s: out of memory", path);
 	}
 	f->base.ops = &file_ops;
+	f->base.concurrent_reads = true; /* pread/pwrite */
 	snprintf(f->base.name, sizeof(f->base.name), "%s", path);
 	f->fd = fd;
 	*out = &f->base;
