@@ -101,9 +101,9 @@ extern const struct fota_devices fota_file_devices;
 struct fota_sim;
 struct fota_sim *fota_sim_new(void);
 void fota_sim_free(struct fota_sim *sim);
-/* Cut the power at event number at (1-based; 0 = never). torn: the cut write persists
- * its first sectors (half of them, at least one; a one-sector write persists whole), and
- * a pending rename survives. */
+/* Cut the power at the at-th event from now (1 = the next one; 0 = never). torn: the
+ * cut write persists its first sectors (half of them, at least one; a one-sector write
+ * persists whole), and a rename not yet made durable survives. */
 void fota_sim_set_cut(struct fota_sim *sim, uint64_t at, bool torn);
 /* Events so far (writes, syncs, commit steps). */
 uint64_t fota_sim_events(const struct fota_sim *sim);
