@@ -14,6 +14,7 @@
  *     taken only when it saves more than it costs (a control triple), tuned for a zstd
  *     back end rather than bzip2.
  */
+#include <dlfcn.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -62,10 +63,16 @@ struct matcher {
 	int64_t oldsize;
 	const uint8_t *new;
 	int64_t newsize;
-	const saidx_t *sa;
+	const int32_t *sa32;   /* the suffix array: 32-bit entries below 2 GiB, */
+	const int64_t *sa64;   /* 64-bit above */
 	/* bucket[b] = first SA index whose suffix starts with the 2-byte prefix b */
-	const saidx_t *bucket; /* 65537 entries */
+	const int64_t *bucket; /* 65537 entries */
 };
+
+static inline int64_t sa_at(const struct matcher *m, int64_t i)
+{
+	return m->sa64 ? m->sa64[i] : m->sa32[i];
+}
 
 static int64_t matchlen(const uint8_t *a, int64_t alen, const uint8_t *b, int64_t blen)
 {
@@ -110,7 +117,7 @@ static int64_t search(const struct matcher *m, const uint8_t *p, int64_t plen, i
 	int64_t lst = 0, len_ = 0;
 	while (en - st >= 2) {
 		int64_t x = st + (en - st) / 2;
-		int64_t o = m->sa[x];
+		int64_t o = sa_at(m, x);
 		int64_t n = m->oldsize - o < plen ? m->oldsize - o : plen;
 		int64_t k = lst < len_ ? lst : len_;
 		if (k > n)
@@ -124,13 +131,14 @@ static int64_t search(const struct matcher *m, const uint8_t *p, int64_t plen, i
 			len_ = l;
 		}
 	}
-	int64_t a = matchlen(m->old + m->sa[st], m->oldsize - m->sa[st], p, plen);
-	int64_t b = matchlen(m->old + m->sa[en], m->oldsize - m->sa[en], p, plen);
+	int64_t ps = sa_at(m, st), pe = sa_at(m, en);
+	int64_t a = matchlen(m->old + ps, m->oldsize - ps, p, plen);
+	int64_t b = matchlen(m->old + pe, m->oldsize - pe, p, plen);
 	if (a >= b) {
-		*pos = m->sa[st];
+		*pos = ps;
 		return a;
 	}
-	*pos = m->sa[en];
+	*pos = pe;
 	return b;
 }
 
@@ -244,6 +252,33 @@ static void *worker(void *arg)
 	return NULL;
 }
 
+uint64_t fota_delta_sa64_threshold = (UINT64_C(1) << 31) - 1;
+
+/* The 64-bit suffix sort, for sources of 2 GiB and more. libdivsufsort64 is loaded when
+ * first needed, so builds and programs that never diff such images do not link it. */
+static fota_status sort64(const uint8_t *t, int64_t *sa, uint64_t n, struct fota_error *err)
+{
+	typedef int32_t (*sort64_fn)(const uint8_t *, int64_t *, int64_t);
+	static const char *const names[] = {"libdivsufsort64.so.3", "libdivsufsort64.so"};
+	void *h = NULL;
+	for (size_t i = 0; i < 2 && !h; i++)
+		h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+	if (!h)
+		return fota_error_set(err, FOTA_E_LIMIT,
+				      "delta: diff: a source of %" PRIu64 " bytes needs libdivsufsort64, which cannot be "
+				      "loaded: %s", n, dlerror());
+	sort64_fn fn;
+	void *sym = dlsym(h, "divsufsort64");
+	memcpy(&fn, &sym, sizeof(fn));
+	fota_status st = FOTA_OK;
+	if (!sym)
+		st = fota_error_set(err, FOTA_E_INTERNAL, "delta: diff: libdivsufsort64 has no divsufsort64");
+	else if (fn(t, sa, (int64_t)n) != 0)
+		st = fota_error_set(err, FOTA_E_INTERNAL, "delta: diff: divsufsort64 failed");
+	dlclose(h);
+	return st;
+}
+
 unsigned fota_delta_threads(unsigned requested)
 {
 	if (requested)
@@ -314,7 +349,8 @@ fota_status fota_delta_diff(const uint8_t *old_data, uint64_t old_size, const ui
 			    const struct fota_delta_opts *opts, struct fota_delta_script **out, struct fota_error *err)
 {
 	fota_status st = FOTA_OK;
-	saidx_t *sa = NULL, *bucket = NULL;
+	int32_t *sa32 = NULL;
+	int64_t *sa64 = NULL, *bucket = NULL;
 	struct seglist *res = NULL;
 	int *failed = NULL;
 	struct seglist all = {0};
@@ -322,23 +358,28 @@ fota_status fota_delta_diff(const uint8_t *old_data, uint64_t old_size, const ui
 	*out = NULL;
 	if ((old_size && !old_data) || (new_size && !new_data))
 		return fota_error_set(err, FOTA_E_ARG, "delta: diff: NULL buffer");
-	if (old_size >= (UINT64_C(1) << 31) - 1)
-		return fota_error_set(err, FOTA_E_LIMIT,
-				      "delta: diff: old image of %" PRIu64 " bytes, this build handles below 2 GiB",
-				      old_size);
-	if (new_size > (UINT64_C(1) << 40))
-		return fota_error_set(err, FOTA_E_LIMIT, "delta: diff: new image of %" PRIu64 " bytes too large",
-				      new_size);
+	if (old_size > (UINT64_C(1) << 40) || new_size > (UINT64_C(1) << 40))
+		return fota_error_set(err, FOTA_E_LIMIT, "delta: diff: images of %" PRIu64 " and %" PRIu64
+				      " bytes; at most 2^40", old_size, new_size);
 
 	if (old_size) {
-		sa = malloc(old_size * sizeof(*sa));
 		bucket = calloc(65537, sizeof(*bucket));
-		if (!sa || !bucket) {
-			st = fota_error_set(err, FOTA_E_NOMEM, "delta: diff: out of memory for the suffix array");
-			goto out;
+		if (old_size < fota_delta_sa64_threshold && old_size < (UINT64_C(1) << 31) - 1) {
+			sa32 = malloc(old_size * sizeof(*sa32));
+			if (sa32 && divsufsort(old_data, sa32, (saidx_t)old_size) != 0) {
+				st = fota_error_set(err, FOTA_E_INTERNAL, "delta: diff: divsufsort failed");
+				goto out;
+			}
+		} else {
+			sa64 = malloc(old_size * sizeof(*sa64));
+			if (sa64) {
+				st = sort64(old_data, sa64, old_size, err);
+				if (st != FOTA_OK)
+					goto out;
+			}
 		}
-		if (divsufsort(old_data, sa, (saidx_t)old_size) != 0) {
-			st = fota_error_set(err, FOTA_E_INTERNAL, "delta: diff: divsufsort failed");
+		if ((!sa32 && !sa64) || !bucket) {
+			st = fota_error_set(err, FOTA_E_NOMEM, "delta: diff: out of memory for the suffix array");
 			goto out;
 		}
 		/* bucket[b] = first SA index of suffixes starting with the 2-byte prefix b. The lone
@@ -351,9 +392,9 @@ fota_status fota_delta_diff(const uint8_t *old_data, uint64_t old_size, const ui
 		unsigned last = old_data[old_size - 1];
 		for (unsigned b = last << 8; b < 65536; b++)
 			bucket[b] += 1;
-		bucket[65536] = (saidx_t)old_size;
+		bucket[65536] = (int64_t)old_size;
 	}
-	struct matcher m = {old_data, (int64_t)old_size, new_data, (int64_t)new_size, sa, bucket};
+	struct matcher m = {old_data, (int64_t)old_size, new_data, (int64_t)new_size, sa32, sa64, bucket};
 
 	n_slices = (size_t)((new_size + DIFF_SLICE - 1) / DIFF_SLICE);
 	res = calloc(n_slices ? n_slices : 1, sizeof(*res));
@@ -399,7 +440,8 @@ out:
 	free(res);
 	free(failed);
 	free(all.v);
-	free(sa);
+	free(sa32);
+	free(sa64);
 	free(bucket);
 	return st;
 }

@@ -93,6 +93,11 @@ static inline uint64_t delta_piece_bound(uint64_t n)
 	return n + (n >> 8) + 64;
 }
 
+/* Sources of at least this many bytes are suffix-sorted with 64-bit indices
+ * (libdivsufsort64, loaded at run time). 2^31 - 1 by default; tests lower it to run the
+ * 64-bit path on small inputs. */
+extern uint64_t fota_delta_sa64_threshold;
+
 /* Threads to use for a request (0 = online cores), at least 1. */
 unsigned fota_delta_threads(unsigned requested);
 

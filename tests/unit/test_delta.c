@@ -636,6 +636,32 @@ static void test_delta_a64_filter(void)
 	free(c);
 }
 
+/* The 64-bit suffix array path (used from 2 GiB of source) gives the same script. */
+static void test_delta_sa64_same_script(void)
+{
+	size_t n = 300000;
+	uint8_t *a = rnd(n, 21), *b = malloc(n);
+	memcpy(b, a + 1000, n - 1000);
+	unit_fill_random(b + n - 1000, 1000, 22);
+	for (size_t i = 0; i < n; i += 777)
+		b[i] ^= 3;
+	struct fota_delta_script *s32 = NULL, *s64 = NULL;
+	CU_ASSERT_EQUAL_FATAL(fota_delta_diff(a, n, b, n, NULL, &s32, NULL), FOTA_OK);
+	uint64_t saved = fota_delta_sa64_threshold;
+	fota_delta_sa64_threshold = 1;
+	fota_status st = fota_delta_diff(a, n, b, n, NULL, &s64, NULL);
+	fota_delta_sa64_threshold = saved;
+	CU_ASSERT_EQUAL_FATAL(st, FOTA_OK);
+	CU_ASSERT_EQUAL(s32->n_ctrl, s64->n_ctrl);
+	CU_ASSERT(s32->n_ctrl == s64->n_ctrl && memcmp(s32->ctrl, s64->ctrl, s32->n_ctrl * sizeof(*s32->ctrl)) == 0);
+	CU_ASSERT(s32->diff_len == s64->diff_len && memcmp(s32->diff, s64->diff, s32->diff_len) == 0);
+	CU_ASSERT(s32->extra_len == s64->extra_len && memcmp(s32->extra, s64->extra, s32->extra_len) == 0);
+	fota_delta_script_free(s32);
+	fota_delta_script_free(s64);
+	free(a);
+	free(b);
+}
+
 static void add(CU_pSuite s)
 {
 	UNIT_ADD(s, test_delta_empty_and_tiny);
@@ -651,6 +677,7 @@ static void add(CU_pSuite s)
 	UNIT_ADD(s, test_delta_slice_per_chunk);
 	UNIT_ADD(s, test_delta_apply_files);
 	UNIT_ADD(s, test_delta_a64_filter);
+	UNIT_ADD(s, test_delta_sa64_same_script);
 }
 
 UNIT_SUITE("formats/delta", add)
