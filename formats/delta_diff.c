@@ -67,6 +67,7 @@ struct matcher {
 	const int64_t *sa64;   /* 64-bit above */
 	/* bucket[b] = first SA index whose suffix starts with the 2-byte prefix b */
 	const int64_t *bucket; /* 65537 entries */
+	int64_t gain;          /* a new match must beat the current alignment by this */
 };
 
 static inline int64_t sa_at(const struct matcher *m, int64_t i)
@@ -159,7 +160,7 @@ static int match_slice(const struct matcher *m, int64_t s0, int64_t s1, struct s
 				if (scsc + lastoffset >= 0 && scsc + lastoffset < oldsize &&
 				    old[scsc + lastoffset] == new[scsc])
 					oldscore++;
-			if ((len == oldscore && len != 0) || len > oldscore + 8)
+			if ((len == oldscore && len != 0) || len > oldscore + m->gain)
 				break;
 			if (scan + lastoffset >= 0 && scan + lastoffset < oldsize && old[scan + lastoffset] == new[scan])
 				oldscore--;
@@ -345,16 +346,66 @@ static fota_status build_script(const uint8_t *old, uint64_t old_size, const uin
 	return FOTA_OK;
 }
 
+/* Match all slices of new (in parallel) and build the script. */
+static fota_status match_all(const struct matcher *m, const struct fota_delta_opts *opts,
+			     struct fota_delta_script **out, struct fota_error *err)
+{
+	fota_status st = FOTA_OK;
+	uint64_t old_size = (uint64_t)m->oldsize, new_size = (uint64_t)m->newsize;
+	struct seglist all = {0};
+	size_t n_slices = (size_t)((new_size + DIFF_SLICE - 1) / DIFF_SLICE);
+	struct seglist *res = calloc(n_slices ? n_slices : 1, sizeof(*res));
+	int *failed = calloc(n_slices ? n_slices : 1, sizeof(*failed));
+	if (!res || !failed) {
+		st = fota_error_set(err, FOTA_E_NOMEM, "delta: diff: out of memory");
+		goto out;
+	}
+	if (old_size && new_size) {
+		unsigned nt = fota_delta_threads(opts ? opts->threads : 0);
+		if (nt > n_slices)
+			nt = (unsigned)n_slices;
+		struct pool p = {.m = m, .n_slices = n_slices, .res = res, .failed = failed};
+		pthread_mutex_init(&p.lock, NULL);
+		pthread_t th[256];
+		unsigned started = 0;
+		for (unsigned t = 1; t < nt; t++) {
+			if (pthread_create(&th[t], NULL, worker, &p) != 0)
+				break;
+			started++;
+		}
+		worker(&p);
+		for (unsigned t = 1; t <= started; t++)
+			pthread_join(th[t], NULL);
+		pthread_mutex_destroy(&p.lock);
+		for (size_t i = 0; i < n_slices; i++)
+			if (failed[i]) {
+				st = fota_error_set(err, FOTA_E_NOMEM, "delta: diff: out of memory in slice %zu", i);
+				goto out;
+			}
+	}
+	for (size_t i = 0; i < n_slices; i++)
+		for (size_t j = 0; j < res[i].n; j++)
+			if (seg_push(&all, res[i].v[j].nstart, res[i].v[j].ostart, res[i].v[j].len) != 0) {
+				st = fota_error_set(err, FOTA_E_NOMEM, "delta: diff: out of memory");
+				goto out;
+			}
+	st = build_script(m->old, old_size, m->new, new_size, &all, out, err);
+out:
+	if (res)
+		for (size_t i = 0; i < n_slices; i++)
+			free(res[i].v);
+	free(res);
+	free(failed);
+	free(all.v);
+	return st;
+}
+
 fota_status fota_delta_diff(const uint8_t *old_data, uint64_t old_size, const uint8_t *new_data, uint64_t new_size,
 			    const struct fota_delta_opts *opts, struct fota_delta_script **out, struct fota_error *err)
 {
 	fota_status st = FOTA_OK;
 	int32_t *sa32 = NULL;
 	int64_t *sa64 = NULL, *bucket = NULL;
-	struct seglist *res = NULL;
-	int *failed = NULL;
-	struct seglist all = {0};
-	size_t n_slices = 0;
 	*out = NULL;
 	if ((old_size && !old_data) || (new_size && !new_data))
 		return fota_error_set(err, FOTA_E_ARG, "delta: diff: NULL buffer");
@@ -394,52 +445,44 @@ fota_status fota_delta_diff(const uint8_t *old_data, uint64_t old_size, const ui
 			bucket[b] += 1;
 		bucket[65536] = (int64_t)old_size;
 	}
-	struct matcher m = {old_data, (int64_t)old_size, new_data, (int64_t)new_size, sa32, sa64, bucket};
+	struct matcher m = {old_data, (int64_t)old_size, new_data, (int64_t)new_size, sa32, sa64, bucket, 8};
 
-	n_slices = (size_t)((new_size + DIFF_SLICE - 1) / DIFF_SLICE);
-	res = calloc(n_slices ? n_slices : 1, sizeof(*res));
-	failed = calloc(n_slices ? n_slices : 1, sizeof(*failed));
-	if (!res || !failed) {
-		st = fota_error_set(err, FOTA_E_NOMEM, "delta: diff: out of memory");
-		goto out;
-	}
-	if (old_size && new_size) {
-		unsigned nt = fota_delta_threads(opts ? opts->threads : 0);
-		if (nt > n_slices)
-			nt = (unsigned)n_slices;
-		struct pool p = {.m = &m, .n_slices = n_slices, .res = res, .failed = failed};
-		pthread_mutex_init(&p.lock, NULL);
-		pthread_t th[256];
-		unsigned started = 0;
-		for (unsigned t = 1; t < nt; t++) {
-			if (pthread_create(&th[t], NULL, worker, &p) != 0)
-				break;
-			started++;
+	/* Two match thresholds; the script whose streams code smaller wins (bsdiff's 8 is
+	 * best on some images, a smaller one on others, and matching is cheap next to
+	 * coding). Each candidate is judged by fota_delta_encode at the caller's level. */
+	static const int64_t gains[] = {8, 6};
+	uint64_t best_len = UINT64_MAX;
+	for (size_t g = 0; g < (old_size && new_size ? sizeof(gains) / sizeof(gains[0]) : 1); g++) {
+		struct fota_delta_script *cand = NULL;
+		m.gain = gains[g];
+		st = match_all(&m, opts, &cand, err);
+		if (st != FOTA_OK)
+			goto out;
+		if (!(old_size && new_size)) {
+			*out = cand;
+			break;
 		}
-		worker(&p);
-		for (unsigned t = 1; t <= started; t++)
-			pthread_join(th[t], NULL);
-		pthread_mutex_destroy(&p.lock);
-		for (size_t i = 0; i < n_slices; i++)
-			if (failed[i]) {
-				st = fota_error_set(err, FOTA_E_NOMEM, "delta: diff: out of memory in slice %zu", i);
-				goto out;
-			}
+		uint8_t *pt = NULL;
+		size_t pl = 0;
+		st = fota_delta_encode(cand, opts, &pt, &pl, err);
+		free(pt);
+		if (st != FOTA_OK) {
+			fota_delta_script_free(cand);
+			goto out;
+		}
+		if (pl < best_len) {
+			best_len = pl;
+			fota_delta_script_free(*out);
+			*out = cand;
+		} else {
+			fota_delta_script_free(cand);
+		}
 	}
-	for (size_t i = 0; i < n_slices; i++)
-		for (size_t j = 0; j < res[i].n; j++)
-			if (seg_push(&all, res[i].v[j].nstart, res[i].v[j].ostart, res[i].v[j].len) != 0) {
-				st = fota_error_set(err, FOTA_E_NOMEM, "delta: diff: out of memory");
-				goto out;
-			}
-	st = build_script(old_data, old_size, new_data, new_size, &all, out, err);
 out:
-	if (res)
-		for (size_t i = 0; i < n_slices; i++)
-			free(res[i].v);
-	free(res);
-	free(failed);
-	free(all.v);
+	if (st != FOTA_OK) {
+		fota_delta_script_free(*out);
+		*out = NULL;
+	}
 	free(sa32);
 	free(sa64);
 	free(bucket);
