@@ -10,9 +10,12 @@
  *   - the new image is cut into fixed slices (DIFF_SLICE bytes, a constant, never
  *     derived from the thread count) that are matched independently by a pool of
  *     threads and stitched in order, so the script is identical for any thread count;
- *   - an alignment is kept as long as it keeps paying for itself, and a new match is
- *     taken only when it saves more than it costs (a control triple), tuned for a zstd
- *     back end rather than bzip2.
+ *   - the threshold by which a new match must beat the current alignment is tried at
+ *     two values (bsdiff's 8 and 6) and the script whose streams code smaller is kept;
+ *   - rejected matches longer than DIFF_SKIP_MIN are skipped over rather than searched
+ *     again at every following byte, and the binary search skips known common prefixes.
+ * Sources of 2 GiB and more use a 64-bit suffix array (libdivsufsort64, loaded at run
+ * time).
  */
 #include <dlfcn.h>
 #include <inttypes.h>
