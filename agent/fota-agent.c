@@ -56,6 +56,35 @@ static int die(int code, const char *fmt, ...)
 	return code;
 }
 
+/*
+ * Test clock: with FOTA_AGENT_TEST_CLOCK=FILE the agent reads the time from FILE (Unix
+ * milliseconds, decimal) and "sleeps" by adding to it, so scripted tests cover minutes
+ * of backoff in no time. Production never sets it.
+ */
+static const char *test_clock_path;
+
+static int64_t test_now_ms(void *ctx)
+{
+	(void)ctx;
+	long long v = 0;
+	FILE *f = fopen(test_clock_path, "r");
+	if (!f || fscanf(f, "%lld", &v) != 1)
+		v = 0;
+	if (f)
+		fclose(f);
+	return (int64_t)v;
+}
+
+static void test_sleep_ms(void *ctx, uint64_t ms)
+{
+	int64_t now = test_now_ms(ctx) + (int64_t)ms;
+	FILE *f = fopen(test_clock_path, "w");
+	if (f) {
+		fprintf(f, "%lld\n", (long long)now);
+		fclose(f);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	const char *conf = NULL;
@@ -124,6 +153,10 @@ int main(int argc, char **argv)
 			   lock < 0 ? strerror(e) : "another fota-agent is running");
 	}
 	struct agent_env env = { cfg, st, fota_file_devices, agent_clock_system(), quiet ? NULL : stderr };
+	if ((test_clock_path = getenv("FOTA_AGENT_TEST_CLOCK")) && *test_clock_path) {
+		env.clock.now_ms = test_now_ms;
+		env.clock.sleep_ms = test_sleep_ms;
+	}
 	struct agent *a = NULL;
 	int rc;
 	if (agent_open(&env, &a, &err) != FOTA_OK) {

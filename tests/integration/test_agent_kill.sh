@@ -136,6 +136,21 @@ wait_steps() {
     sleep 0.002; t=$((t + 1))
   done
 }
+# jphase DIR: the journal's phase, read directly (no lock)
+jphase() { sed -n 's/.*"phase":"\([a-z]*\)".*/\1/p' "$1/state/journal" 2>/dev/null; }
+# wait_phase PID DIR PHASE: until the journal reaches PHASE or a later one, the process
+# ended, or 5 s
+wait_phase() {
+  local pid=$1 d=$2 want=$3 t=0 p
+  while [ "$t" -lt 2500 ] && kill -0 "$pid" 2>/dev/null; do
+    p=$(jphase "$d")
+    case "$want:$p" in
+      downloading:downloading | downloading:downloaded | downloading:applying | downloading:applied | downloading:done) return ;;
+      applying:applying | applying:applied | applying:done) return ;;
+    esac
+    sleep 0.002; t=$((t + 1))
+  done
+}
 phase() { "$AGENT" -c "$1" status --json 2>/dev/null | sed -n 's/.*"phase":"\([a-z]*\)".*/\1/p'; }
 served() { awk '{s += $1} END {print s + 0}' "$NG/access.log"; }
 
@@ -156,16 +171,13 @@ kill_run() {
       "$AGENT" -q -c "$conf" resume >/dev/null 2>&1 &
     fi
     pid=$!
-    # wait for 0-3 signs of progress (a payload byte range, a chunk written, a journal
-    # update), then a few random milliseconds more: kills spread over the whole job
-    # whatever its speed
-    # (every other kill: just 0-39 ms, for jobs faster than the polling)
-    if [ $((i % 2)) -eq 0 ]; then
-      wait_steps "$pid" "$d" $((RANDOM % 4))
-      sleep "0.00$((RANDOM % 10))"
-    else
-      sleep "0.0$((RANDOM % 40 / 10))$((RANDOM % 10))"
-    fi
+    # the first half of the kills aims at the download, the second at the apply: wait
+    # until the journal says so (or the job moved past it), then for 0-2 more signs of
+    # progress (journal, download cache or slot changed) and 0-9 ms more
+    if [ "$i" -le $((KILLS / 2)) ]; then want=downloading; else want=applying; fi
+    wait_phase "$pid" "$d" "$want"
+    wait_steps "$pid" "$d" $((RANDOM % 3))
+    sleep "0.00$((RANDOM % 10))"
     if kill -9 "$pid" 2>/dev/null; then kills=$((kills + 1)); fi
     wait "$pid" 2>/dev/null
     seen="$seen $(phase "$conf")"
@@ -175,7 +187,7 @@ kill_run() {
   if [ "$dl" = store ]; then
     case "$seen" in *downloading*) pass "$name: kills landed while downloading" ;; *) fail "$name: kills landed while downloading" "$seen" ;; esac
   fi
-  case "$seen" in *applying*) pass "$name: kills landed while applying" ;; *) fail "$name: kills landed while applying" "$seen" ;; esac
+  case "$seen" in *applying* | *applied*) pass "$name: kills landed while applying" ;; *) fail "$name: kills landed while applying" "$seen" ;; esac
   st=$(phase "$conf")
   if [ -z "$st" ] || [ "$st" = idle ]; then "$AGENT" -q -c "$conf" download-and-update "$url" >/dev/null 2>&1; fi
   expect_rc "$name: resume after $kills kills exits 0" 0 "$AGENT" -q -c "$conf" resume
@@ -262,3 +274,17 @@ expect_rc "a crawling server is aborted (low-speed limit) -> exit 10" 10 "$AGENT
 t1=$(date +%s)
 grep -qi "too slow" "$WORK/.out" && [ $((t1 - t0)) -le 10 ] && pass "low-speed abort named, within 10 s" \
   || fail "low-speed abort named, within 10 s" "$(($t1 - $t0)) s: $(cat "$WORK/.out")"
+# the test clock: 2 minutes of backoff against a closed port, without waiting for them
+mkdev clock ab store
+echo 1893456000000 >"$WORK/clock.ms"
+t0=$(date +%s)
+export FOTA_AGENT_TEST_CLOCK=$WORK/clock.ms
+expect_rc "closed port for the whole retry window (test clock) -> exit 10" 10 \
+  "$AGENT" -c "$WORK/clock/agent.conf" download "http://127.0.0.1:1/pkg.fota"
+unset FOTA_AGENT_TEST_CLOCK
+t1=$(date +%s)
+elapsed_ms=$(( $(cat "$WORK/clock.ms") - 1893456000000 ))
+[ "$elapsed_ms" -gt 60000 ] && [ "$elapsed_ms" -le 120000 ] && [ $((t1 - t0)) -le 5 ] \
+  && pass "backoff slept ${elapsed_ms} ms of test time within the 2 min window, in $((t1 - t0)) s" \
+  || fail "test clock backoff" "slept $elapsed_ms ms in $((t1 - t0)) s"
+grep -c "retry" "$WORK/.out" | { read -r n; [ "$n" -ge 5 ] && pass "retries logged ($n)" || fail "retries logged" "$n"; }
