@@ -512,7 +512,9 @@ static int fetch_retry(struct agent *a, uint64_t off, uint64_t len, bool allow_s
 		uint64_t before = agent_fetch_bytes(a->fetch);
 		enum fetch_result r = agent_fetch_range(a->fetch, off, len, allow_short, sink, ctx,
 							a->val.total ? &a->val : NULL, &got, &delivered, err);
-		a->bytes += agent_fetch_bytes(a->fetch) - before;
+		uint64_t got_bytes = agent_fetch_bytes(a->fetch) - before;
+		a->bytes += got_bytes;
+		a->j.bytes += got_bytes; /* head and payloads, kept with the job */
 		if (r == FETCH_OK) {
 			if (!a->val.total)
 				a->val = got;
@@ -578,7 +580,6 @@ static fota_status cache_sink_fn(void *ctx, const uint8_t *buf, size_t len, stru
 		return rc;
 	}
 	c->pos += len;
-	c->a->j.bytes += len;
 	return FOTA_OK;
 }
 
