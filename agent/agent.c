@@ -812,6 +812,8 @@ static int fetch_head(struct agent *a, struct fota_error *err)
 	snprintf(a->j.etag, sizeof(a->j.etag), "%s", a->val.etag);
 	snprintf(a->j.last_modified, sizeof(a->j.last_modified), "%s", a->val.last_modified);
 	a->j.head_ok = true;
+	snprintf(a->j.pkg_name, sizeof(a->j.pkg_name), "%s", a->m->name);
+	snprintf(a->j.pkg_version, sizeof(a->j.pkg_version), "%s", a->m->version);
 	snprintf(a->j.message, sizeof(a->j.message), "package %s %s verified", a->m->name, a->m->version);
 	x = commit_or_fail(a, err);
 	if (x == 0)
@@ -1204,12 +1206,12 @@ int agent_status(struct agent *a, bool json, FILE *out, struct fota_error *err)
 		fprintf(out, "{\"phase\":\"%s\",\"op\":\"%s\",\"url\":", agent_phase_name(j->phase), agent_op_name(j->op));
 		json_str(out, j->url);
 		fprintf(out, ",\"package\":");
-		if (a->m) {
+		if (a->m || j->pkg_name[0]) {
 			fprintf(out, "{\"name\":");
-			json_str(out, a->m->name);
+			json_str(out, a->m ? a->m->name : j->pkg_name);
 			fprintf(out, ",\"version\":");
-			json_str(out, a->m->version);
-			fprintf(out, ",\"mode\":\"%s\"}", fota_mode_name(a->m->mode));
+			json_str(out, a->m ? a->m->version : j->pkg_version);
+			fprintf(out, "}");
 		} else {
 			fprintf(out, "null");
 		}
@@ -1231,6 +1233,8 @@ int agent_status(struct agent *a, bool json, FILE *out, struct fota_error *err)
 		if (a->m)
 			fprintf(out, "package:        %s %s (%s, %zu chunks)\n", a->m->name, a->m->version,
 				fota_mode_name(a->m->mode), n);
+		else if (j->pkg_name[0])
+			fprintf(out, "package:        %s %s\n", j->pkg_name, j->pkg_version);
 		if (j->op != AGENT_OP_NONE)
 			fprintf(out, "downloaded:     %" PRIu64 " chunks (%s mode), %" PRIu64 " bytes received\n"
 				"applied:        %" PRIu64 " chunks\n", j->dl_next, j->stream ? "stream" : "store",

@@ -29,7 +29,7 @@ fota_status agent_journal_format(const struct agent_journal *j, char **out, size
 	char slot[2] = { j->target_slot ? j->target_slot : '-', 0 };
 	fota_hex_encode(j->manifest_sha256, FOTA_SHA256_LEN, hex);
 	json_t *o = json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:I, s:b, s:I, s:I, s:s, s:i, s:s, s:I, s:I, s:i,"
-			      " s:b, s:I, s:I, s:i, s:s}",
+			      " s:b, s:I, s:I, s:s, s:s, s:i, s:s}",
 			      "version", 1, "op", agent_op_name(j->op), "phase", agent_phase_name(j->phase),
 			      "url", j->url, "etag", j->etag, "last_modified", j->last_modified,
 			      "pkg_size", (json_int_t)j->pkg_size, "head_ok", j->head_ok,
@@ -38,6 +38,7 @@ fota_status agent_journal_format(const struct agent_journal *j, char **out, size
 			      "dl_next", (json_int_t)j->dl_next, "ap_next", (json_int_t)j->ap_next,
 			      "ip_step", j->ip_step, "source_ok", j->source_ok,
 			      "restarts", (json_int_t)j->restarts, "bytes", (json_int_t)j->bytes,
+			      "pkg_name", j->pkg_name, "pkg_version", j->pkg_version,
 			      "result", j->result, "message", j->message);
 	if (!o)
 		return fota_error_set(err, FOTA_E_INTERNAL, "journal: cannot build JSON");
@@ -91,7 +92,7 @@ fota_status agent_journal_parse(const uint8_t *buf, size_t len, struct agent_jou
 	static const char *const keys[] = { "version", "op", "phase", "url", "etag", "last_modified", "pkg_size",
 					    "head_ok", "manifest_len", "sig_len", "manifest_sha256", "stream",
 					    "target_slot", "dl_next", "ap_next", "ip_step", "source_ok", "restarts",
-					    "bytes", "result", "message" };
+					    "bytes", "pkg_name", "pkg_version", "result", "message" };
 	if (len > AGENT_JOURNAL_MAX)
 		return fota_error_set(err, FOTA_E_LIMIT, "journal: %zu bytes, limit %u", len, AGENT_JOURNAL_MAX);
 	json_error_t je;
@@ -170,6 +171,8 @@ fota_status agent_journal_parse(const uint8_t *buf, size_t len, struct agent_jou
 	t.source_ok = b;
 	if ((rc = get_u64(o, "restarts", UINT32_MAX, &t.restarts, err)) != FOTA_OK ||
 	    (rc = get_u64(o, "bytes", UINT64_C(1) << 62, &t.bytes, err)) != FOTA_OK ||
+	    (rc = get_str(o, "pkg_name", t.pkg_name, sizeof(t.pkg_name), err)) != FOTA_OK ||
+	    (rc = get_str(o, "pkg_version", t.pkg_version, sizeof(t.pkg_version), err)) != FOTA_OK ||
 	    (rc = get_u64(o, "result", 255, &v, err)) != FOTA_OK)
 		goto out;
 	t.result = (int)v;

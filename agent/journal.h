@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include "fota/error.h"
 #include "fota/hash.h"
+#include "fota/manifest.h"
 
 #define AGENT_JOURNAL_MAX (64u << 10)
 #define AGENT_URL_MAX 2048
@@ -57,6 +58,8 @@ struct agent_journal {
 	bool source_ok;                               /* the source was verified (in-place: before any write) */
 	uint64_t restarts;                            /* clean restarts because the package changed */
 	uint64_t bytes;                               /* payload bytes received so far by this job */
+	char pkg_name[FOTA_STRING_MAX + 1];           /* FUMO PkgName/PkgVersion, once the head is verified */
+	char pkg_version[FOTA_STRING_MAX + 1];
 	int result;                                   /* exit code of the job's end (DONE/FAILED) */
 	char message[512];                            /* what happened last */
 };
