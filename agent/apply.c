@@ -29,7 +29,8 @@ static fota_status writer_put(struct writer *w, const void *buf, size_t len, str
 	fota_status rc = fota_storage_write(w->dst, w->off + w->written, buf, len, err);
 	if (rc != FOTA_OK)
 		return rc;
-	fota_sha256_update(w->h, buf, len);
+	if (w->h)
+		fota_sha256_update(w->h, buf, len);
 	w->written += len;
 	return FOTA_OK;
 }
@@ -108,11 +109,11 @@ struct applier {
 
 /* Produce chunk ch from its verified payload into dst at off; checks size and digest. */
 static int produce(struct applier *ap, const struct fota_chunk *ch, size_t k, struct fota_storage *payload,
-		   uint64_t poff, struct fota_storage *dst, uint64_t off, bool sync, struct fota_error *err)
+		   uint64_t poff, struct fota_storage *dst, uint64_t off, bool sync, bool check, struct fota_error *err)
 {
 	struct agent *a = ap->a;
-	struct writer w = { dst, off, 0, ch->target_size, fota_sha256_new() };
-	if (!w.h) {
+	struct writer w = { dst, off, 0, ch->target_size, check ? fota_sha256_new() : NULL };
+	if (check && !w.h) {
 		fota_error_set(err, FOTA_E_NOMEM, "out of memory");
 		return agent_fail(a, AGENT_EXIT_INTERNAL);
 	}
@@ -179,11 +180,14 @@ static int produce(struct applier *ap, const struct fota_chunk *ch, size_t k, st
 		rc = fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: produced %llu bytes, target_size %llu", k,
 				    (unsigned long long)w.written, (unsigned long long)ch->target_size);
 	uint8_t d[FOTA_SHA256_LEN];
-	fota_sha256_final(w.h, d);
-	fota_sha256_free(w.h);
+	if (w.h) {
+		fota_sha256_final(w.h, d);
+		fota_sha256_free(w.h);
+	}
 	if (rc == FOTA_OK && sync && fota_storage_sync(dst, err) != FOTA_OK)
 		return agent_fail(a, AGENT_EXIT_IO);
-	if (rc == FOTA_OK && memcmp(d, ch->target_sha256, sizeof(d)) != 0)
+	/* unchecked here: the read-back thread checks it before it is journaled */
+	if (rc == FOTA_OK && check && memcmp(d, ch->target_sha256, sizeof(d)) != 0)
 		rc = fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: target sha256 does not match the manifest", k);
 	if (rc != FOTA_OK)
 		x = agent_fail(a, rc == FOTA_E_IO ? AGENT_EXIT_IO : agent_exit_for(rc));
@@ -249,9 +253,9 @@ static int inplace_chunk(struct applier *ap, const struct fota_chunk *ch, size_t
 		if ((x = agent_payload(a, k, &pst, &owned, &poff, err)) != 0)
 			return x;
 		if (ahead)
-			x = produce(ap, ch, k, pst, poff, ap->scratch, ap->stash_end, true, err);
+			x = produce(ap, ch, k, pst, poff, ap->scratch, ap->stash_end, true, true, err);
 		else
-			x = produce(ap, ch, k, pst, poff, ap->dst, ch->target_offset, true, err);
+			x = produce(ap, ch, k, pst, poff, ap->dst, ch->target_offset, true, true, err);
 		if (owned)
 			fota_storage_close(pst);
 		if (x != 0)
@@ -275,7 +279,7 @@ static int inplace_chunk(struct applier *ap, const struct fota_chunk *ch, size_t
 	return check_range(ap, ap->dst, ch->target_offset, ch->target_size, ch->target_sha256, "target", k, err);
 }
 
-static int ab_chunk(struct applier *ap, const struct fota_chunk *ch, size_t k, struct fota_error *err)
+static int ab_chunk(struct applier *ap, const struct fota_chunk *ch, size_t k, bool check, struct fota_error *err)
 {
 	struct fota_storage *pst;
 	bool owned;
@@ -284,68 +288,103 @@ static int ab_chunk(struct applier *ap, const struct fota_chunk *ch, size_t k, s
 	if (x != 0)
 		return x;
 	/* A/B syncs the slot at the journal's checkpoint (agent_apply) */
-	x = produce(ap, ch, k, pst, poff, ap->dst, ch->target_offset, false, err);
+	x = produce(ap, ch, k, pst, poff, ap->dst, ch->target_offset, false, check, err);
 	if (owned)
 		fota_storage_close(pst);
 	return x;
 }
 
 /*
- * The whole-image check reads the written slot back. On a backend that allows it, a
- * second thread does that while the chunks are still being written, trailing the
- * writer over the prefix of the image that is complete (chunks in target order), so
- * the read-back and its SHA-256 overlap with decompression on another core.
+ * Read-back verification on a second thread (A/B on files and block devices). While
+ * the chunks arrive in target order, the thread reads each written chunk back from the
+ * slot, checks its SHA-256 against the manifest and feeds the whole-image digest, so
+ * the checks run on what the device holds, on the other core, while the main thread
+ * decompresses the next chunks. The main thread waits for it before journaling a
+ * chunk as done. When chunks come out of order the main thread checks them itself
+ * and the thread hashes the rest of the image at the end.
  */
 struct readback {
 	pthread_t thread;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	struct fota_storage *dst;
-	uint64_t ready, hashed, size;  /* [0, ready) is written; [0, hashed) is hashed */
-	bool stop, failed;
-	struct fota_sha256 *h;
+	const struct fota_chunk *chunks; /* application order */
+	size_t ready;                    /* chunks [0, ready) are written and tile a prefix */
+	size_t verified;                 /* chunks [0, verified) read back and checked */
+	uint64_t hashed, size;           /* [0, hashed) of the image is in the digest */
+	bool stop, finish, failed;
+	struct fota_sha256 *h, *hc;
 	uint8_t *buf;
 	struct fota_error err;
 };
+
+/* Hash [from, to) into the image digest (and the chunk digest when hc). */
+static bool rb_hash(struct readback *r, uint64_t from, uint64_t to, struct fota_sha256 *hc)
+{
+	while (from < to) {
+		size_t n = to - from < AGENT_IO_BUF ? (size_t)(to - from) : AGENT_IO_BUF;
+		if (fota_storage_read(r->dst, from, r->buf, n, &r->err) != FOTA_OK)
+			return false;
+		fota_sha256_update(r->h, r->buf, n);
+		if (hc)
+			fota_sha256_update(hc, r->buf, n);
+		from += n;
+	}
+	return true;
+}
 
 static void *readback_main(void *arg)
 {
 	struct readback *r = arg;
 	pthread_mutex_lock(&r->mu);
-	while (r->hashed < r->size && !r->failed) {
-		while (r->ready == r->hashed && !r->stop)
-			pthread_cond_wait(&r->cv, &r->mu);
-		if (r->ready == r->hashed && r->stop)
-			break;
-		uint64_t from = r->hashed, to = r->ready;
-		pthread_mutex_unlock(&r->mu);
-		bool ok = true;
-		while (from < to) {
-			size_t n = to - from < AGENT_IO_BUF ? (size_t)(to - from) : AGENT_IO_BUF;
-			if (fota_storage_read(r->dst, from, r->buf, n, &r->err) != FOTA_OK) {
+	for (;;) {
+		while (r->verified < r->ready && !r->failed) {
+			size_t k = r->verified;
+			const struct fota_chunk *ch = &r->chunks[k];
+			pthread_mutex_unlock(&r->mu);
+			uint8_t d[FOTA_SHA256_LEN];
+			bool ok = rb_hash(r, ch->target_offset, ch->target_offset + ch->target_size, r->hc);
+			fota_sha256_final(r->hc, d);
+			if (ok && memcmp(d, ch->target_sha256, sizeof(d)) != 0) {
+				fota_error_set(&r->err, FOTA_E_INTEGRITY, "chunk %zu: target sha256 (read back) does not match the manifest", k);
 				ok = false;
-				break;
 			}
-			fota_sha256_update(r->h, r->buf, n);
-			from += n;
+			pthread_mutex_lock(&r->mu);
+			if (!ok) {
+				r->failed = true;
+			} else {
+				r->verified = k + 1;
+				r->hashed = ch->target_offset + ch->target_size;
+			}
+			pthread_cond_broadcast(&r->cv);
 		}
-		pthread_mutex_lock(&r->mu);
-		r->hashed = from;
-		if (!ok)
-			r->failed = true;
+		if (r->stop || r->failed)
+			break;
+		pthread_cond_wait(&r->cv, &r->mu);
 	}
+	bool finish = r->finish && !r->failed;
+	uint64_t from = r->hashed;
 	pthread_mutex_unlock(&r->mu);
+	if (finish && !rb_hash(r, from, r->size, NULL)) {
+		pthread_mutex_lock(&r->mu);
+		r->failed = true;
+		pthread_mutex_unlock(&r->mu);
+	} else if (finish) {
+		r->hashed = r->size;
+	}
 	return NULL;
 }
 
-/* Start the read-back thread; false when it cannot run (then the check reads at the end). */
-static bool readback_start(struct readback *r, struct fota_storage *dst, uint64_t size)
+/* Start the thread; false when it cannot run (then everything is checked in line). */
+static bool readback_start(struct readback *r, struct fota_storage *dst, const struct fota_image *im)
 {
 	memset(r, 0, sizeof(*r));
-	if (!dst->concurrent_reads || !(r->h = fota_sha256_new()) || !(r->buf = malloc(AGENT_IO_BUF)))
+	if (!dst->concurrent_reads || !(r->h = fota_sha256_new()) || !(r->hc = fota_sha256_new()) ||
+	    !(r->buf = malloc(AGENT_IO_BUF)))
 		goto fail;
 	r->dst = dst;
-	r->size = size;
+	r->chunks = im->chunks;
+	r->size = im->target_size;
 	if (pthread_mutex_init(&r->mu, NULL) != 0)
 		goto fail;
 	if (pthread_cond_init(&r->cv, NULL) != 0) {
@@ -360,30 +399,44 @@ static bool readback_start(struct readback *r, struct fota_storage *dst, uint64_
 	return true;
 fail:
 	fota_sha256_free(r->h);
+	fota_sha256_free(r->hc);
 	free(r->buf);
-	r->h = NULL;
-	r->buf = NULL;
 	return false;
 }
 
-static void readback_advance(struct readback *r, uint64_t ready)
+/* Chunks [0, ready) are written and tile [0, their end). */
+static void readback_ready(struct readback *r, size_t ready)
 {
 	pthread_mutex_lock(&r->mu);
 	if (ready > r->ready)
 		r->ready = ready;
-	pthread_cond_signal(&r->cv);
+	pthread_cond_broadcast(&r->cv);
 	pthread_mutex_unlock(&r->mu);
 }
 
-/* Stop the thread; with finish, first let it hash up to size. FOTA_OK and the digest
- * when the whole image was hashed. */
+/* Wait until chunks [0, n) are checked. FOTA_OK, or the thread's error. */
+static fota_status readback_wait(struct readback *r, size_t n, struct fota_error *err)
+{
+	pthread_mutex_lock(&r->mu);
+	while (r->verified < n && !r->failed)
+		pthread_cond_wait(&r->cv, &r->mu);
+	bool failed = r->failed;
+	pthread_mutex_unlock(&r->mu);
+	if (!failed)
+		return FOTA_OK;
+	if (err)
+		*err = r->err;
+	return r->err.code ? r->err.code : FOTA_E_IO;
+}
+
+/* Stop the thread; with finish, after it checked what is ready and hashed the rest of
+ * the image. FOTA_OK and the image digest when the whole image was hashed. */
 static fota_status readback_end(struct readback *r, bool finish, uint8_t out[FOTA_SHA256_LEN], struct fota_error *err)
 {
 	pthread_mutex_lock(&r->mu);
-	if (finish)
-		r->ready = r->size;
+	r->finish = finish;
 	r->stop = true;
-	pthread_cond_signal(&r->cv);
+	pthread_cond_broadcast(&r->cv);
 	pthread_mutex_unlock(&r->mu);
 	pthread_join(r->thread, NULL);
 	pthread_cond_destroy(&r->cv);
@@ -393,12 +446,13 @@ static fota_status readback_end(struct readback *r, bool finish, uint8_t out[FOT
 		if (err)
 			*err = r->err;
 		rc = r->err.code ? r->err.code : FOTA_E_IO;
-	} else if (r->hashed != r->size) {
+	} else if (!finish || r->hashed != r->size) {
 		rc = fota_error_set(err, FOTA_E_INTERNAL, "read-back stopped early");
 	} else {
 		fota_sha256_final(r->h, out);
 	}
 	fota_sha256_free(r->h);
+	fota_sha256_free(r->hc);
 	free(r->buf);
 	return rc;
 }
@@ -462,9 +516,9 @@ int agent_apply(struct agent *a, struct fota_error *err)
 		prefix += im->chunks[next_in_order++].target_size;
 	bool in_order = next_in_order == (size_t)a->j.ap_next;
 	if (c->mode == FOTA_MODE_AB)
-		rb_on = readback_start(&rb, ap.dst, im->target_size);
+		rb_on = readback_start(&rb, ap.dst, im);
 	if (rb_on && in_order)
-		readback_advance(&rb, prefix);
+		readback_ready(&rb, next_in_order);
 	/* A/B: progress is journaled at checkpoints, so chunks after the journaled one may be
 	 * written already (a kill keeps them in the page cache); a chunk whose slot range
 	 * already holds its target is done (FORMAT.md 6.2 allows the same in place). Only the
@@ -480,27 +534,37 @@ int agent_apply(struct agent *a, struct fota_error *err)
 			}
 			scan = memcmp(h, ch->target_sha256, sizeof(h)) == 0;
 		}
+		bool delegate = rb_on && in_order && ch->target_offset == prefix;
+		if (!delegate)
+			in_order = false;
 		if (!scan)
-			x = c->mode == FOTA_MODE_AB ? ab_chunk(&ap, ch, k, err) : inplace_chunk(&ap, ch, k, err);
+			x = c->mode == FOTA_MODE_AB ? ab_chunk(&ap, ch, k, !delegate, err) : inplace_chunk(&ap, ch, k, err);
 		if (x != 0) {
 			fota_error_prefix(err, "update: ");
 			goto out;
 		}
-		if (rb_on && in_order && ch->target_offset == prefix) {
+		if (delegate) {
 			prefix += ch->target_size;
-			readback_advance(&rb, prefix);
-		} else {
-			in_order = false;
+			readback_ready(&rb, k + 1);
 		}
 		a->j.ap_next = k + 1;
 		a->j.ip_step = 0;
-		agent_log(a, "chunk %zu/%zu applied and verified", k + 1, n);
+		agent_log(a, "chunk %zu/%zu applied", k + 1, n);
 		/* in place and streaming: every chunk; A/B from the cache: checkpoints */
 		if (c->mode == FOTA_MODE_AB && !a->j.stream && k + 1 < n && !agent_checkpoint_due(a))
 			continue;
 		if (c->mode == FOTA_MODE_AB && fota_storage_sync(ap.dst, err) != FOTA_OK) {
 			x = agent_fail(a, AGENT_EXIT_IO);
 			goto out;
+		}
+		/* every chunk journaled as done has been checked */
+		if (rb_on) {
+			fota_status wrc = readback_wait(&rb, in_order ? k + 1 : rb.ready, err);
+			if (wrc != FOTA_OK) {
+				fota_error_prefix(err, "update: ");
+				x = agent_fail(a, wrc == FOTA_E_IO ? AGENT_EXIT_IO : agent_exit_for(wrc));
+				goto out;
+			}
 		}
 		snprintf(a->j.message, sizeof(a->j.message), "applied %zu of %zu chunks", k + 1, n);
 		if ((x = commit_step(a, err)) != 0)
@@ -516,7 +580,7 @@ int agent_apply(struct agent *a, struct fota_error *err)
 		hrc = agent_hash_range(a, ap.dst, 0, im->target_size, d, err);
 	}
 	if (hrc != FOTA_OK) {
-		x = agent_fail(a, AGENT_EXIT_IO);
+		x = agent_fail(a, hrc == FOTA_E_IO ? AGENT_EXIT_IO : agent_exit_for(hrc));
 		goto out;
 	}
 	if (memcmp(d, im->target_sha256, sizeof(d)) != 0) {
