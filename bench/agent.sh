@@ -72,27 +72,36 @@ for mib in $MIBS; do
   bytes=$((mib << 20))
   cat "$img" "$pkg" >/dev/null
 
-  # cp + sync of the image: the reference
-  rm -f "$W/cp.img"
-  measure sh -c "cp '$img' '$W/cp.img' && sync '$W/cp.img'"
-  cp_s=$M_S
-  rm -f "$W/cp.img"
+  # cp + sync of the image: the reference. Each step starts with no dirty pages and
+  # runs BENCH_AGENT_RUNS times (default 3); the fastest run counts (the machine is shared).
+  runs=${BENCH_AGENT_RUNS:-3}
+  cp_s=999999 up_s=999999 dl_s=0 dl_kb=0 up_kb=0 exact=true
+  for ((r = 0; r < runs; r++)); do
+    rm -f "$W/cp.img"; sync
+    measure sh -c "cp '$img' '$W/cp.img' && sync '$W/cp.img'"
+    cp_s=$(awk -v a="$cp_s" -v b="$M_S" 'BEGIN { print (b < a) ? b : a }')
+    rm -f "$W/cp.img"
 
-  d=$W/dev-store
-  mkconf "$d" store
-  head -c 0 /dev/zero >"$d/b.img"; truncate -s "$bytes" "$d/b.img"
-  measure "$BIN/fota-agent" -q -c "$d/agent.conf" download "file://$pkg"
-  [ "$M_RC" -eq 0 ] || { echo "download failed: $(tail -3 "$M_LOG")"; exit 1; }
-  dl_s=$M_S dl_kb=$M_KB
-  measure "$BIN/fota-agent" -q -c "$d/agent.conf" update
-  [ "$M_RC" -eq 0 ] || { echo "update failed: $(tail -3 "$M_LOG")"; exit 1; }
-  up_s=$M_S up_kb=$M_KB
-  if cmp -s -n "$bytes" "$img" "$d/b.img"; then exact=true; else exact=false; fi
-  rm -rf "$d"
+    d=$W/dev-store
+    mkconf "$d" store
+    truncate -s "$bytes" "$d/b.img"
+    sync
+    measure "$BIN/fota-agent" -q -c "$d/agent.conf" download "file://$pkg"
+    [ "$M_RC" -eq 0 ] || { echo "download failed: $(tail -3 "$M_LOG")"; exit 1; }
+    dl_s=$M_S; [ "$M_KB" -gt "$dl_kb" ] && dl_kb=$M_KB
+    sync
+    measure "$BIN/fota-agent" -q -c "$d/agent.conf" update
+    [ "$M_RC" -eq 0 ] || { echo "update failed: $(tail -3 "$M_LOG")"; exit 1; }
+    up_s=$(awk -v a="$up_s" -v b="$M_S" 'BEGIN { print (b < a) ? b : a }')
+    [ "$M_KB" -gt "$up_kb" ] && up_kb=$M_KB
+    cmp -s -n "$bytes" "$img" "$d/b.img" || exact=false
+    rm -rf "$d"
+  done
 
   d=$W/dev-stream
   mkconf "$d" stream
   truncate -s "$bytes" "$d/b.img"
+  sync
   measure "$BIN/fota-agent" -q -c "$d/agent.conf" download-and-update "file://$pkg"
   [ "$M_RC" -eq 0 ] || { echo "stream failed: $(tail -3 "$M_LOG")"; exit 1; }
   st_s=$M_S st_kb=$M_KB
