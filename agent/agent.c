@@ -1059,12 +1059,36 @@ static int run_update(struct agent *a, struct fota_error *err)
 static int drive(struct agent *a, struct fota_error *err)
 {
 	int x = AGENT_EXIT_OK;
-	if (a->j.phase == AGENT_PH_DOWNLOADING)
-		x = run_download(a, err);
-	if (x == 0 && a->j.phase != AGENT_PH_DOWNLOADING &&
-	    (a->j.op == AGENT_OP_DOWNLOAD_AND_UPDATE || a->j.op == AGENT_OP_UPDATE) &&
-	    (a->j.phase == AGENT_PH_DOWNLOADED || a->j.phase == AGENT_PH_APPLYING || a->j.phase == AGENT_PH_APPLIED))
-		x = run_update(a, err);
+	for (int restarts = 0;; restarts++) {
+		if (a->j.phase == AGENT_PH_DOWNLOADING)
+			x = run_download(a, err);
+		if (x == 0 && a->j.phase != AGENT_PH_DOWNLOADING &&
+		    (a->j.op == AGENT_OP_DOWNLOAD_AND_UPDATE || a->j.op == AGENT_OP_UPDATE) &&
+		    (a->j.phase == AGENT_PH_DOWNLOADED || a->j.phase == AGENT_PH_APPLYING ||
+		     a->j.phase == AGENT_PH_APPLIED))
+			x = run_update(a, err);
+		/* The package changed on the server while streaming it into the update. A/B
+		 * starts over on the new package (the inactive slot is free to rewrite); in place
+		 * cannot: the partition already holds part of the old package's target. */
+		if (x != RES_CHANGED || a->j.phase != AGENT_PH_APPLYING)
+			break;
+		if (a->cfg->mode == FOTA_MODE_INPLACE) {
+			fota_error_set(err, FOTA_E_FORMAT, "the package changed on the server during the in-place update; "
+				       "the partition holds the target's chunks before %llu and the source's after",
+				       (unsigned long long)a->j.ap_next);
+			return end_job(a, AGENT_PH_FAILED, AGENT_EXIT_DOWNLOAD, err, true);
+		}
+		if (restarts >= RESTARTS_PER_RUN) {
+			fota_error_set(err, FOTA_E_FORMAT, "download: the package keeps changing on the server");
+			x = agent_fail(a, AGENT_EXIT_DOWNLOAD);
+			break;
+		}
+		agent_log(a, "the package changed on the server: starting over");
+		char url[AGENT_URL_MAX + 1];
+		snprintf(url, sizeof(url), "%s", a->j.url);
+		if ((x = new_job(a, url, a->j.op, a->j.restarts + 1, err)) != 0)
+			return x;
+	}
 	if (x != 0 && x != RES_CHANGED) {
 		bool before_write = a->j.phase == AGENT_PH_DOWNLOADING || a->j.phase == AGENT_PH_DOWNLOADED ||
 				    (a->j.phase == AGENT_PH_APPLYING && (a->cfg->mode == FOTA_MODE_AB || !a->j.source_ok));

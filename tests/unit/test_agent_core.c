@@ -344,6 +344,35 @@ static void test_agent_core_package_changed_restarts(void)
 	world_free(&w);
 }
 
+static void test_agent_core_package_changed_while_streaming(void)
+{
+	struct world w;
+	struct tpkg o = { .model = "HX-100", .corrupt_chunk = -1, .chunk = 16384 };
+	/* stream mode: cut the power while chunks are being applied */
+	bool found = false;
+	for (uint64_t cut = 30; cut < 300 && !found; cut += 4) {
+		CU_ASSERT_EQUAL_FATAL(big_world(&w, &o), 0);
+		agent_config_free(w.cfg);
+		w.cfg = tagent_config(FOTA_MODE_AB, true, NULL);
+		fota_sim_set_cut(w.sim, cut, false);
+		CU_ASSERT_NOT_EQUAL(world_run(&w, C_DAU), 0);
+		fota_sim_reboot(w.sim);
+		found = w.j.phase == AGENT_PH_APPLYING && w.j.ap_next > 0 && w.j.ap_next < 12;
+		if (!found)
+			world_free(&w);
+	}
+	CU_ASSERT_FATAL(found);
+	unit_fill_random(w.dst, w.len, 74);
+	struct tpkg p = { .model = "HX-100", .corrupt_chunk = -1, .chunk = 8192 };
+	CU_ASSERT_EQUAL_FATAL(tagent_build(w.path, w.src, w.len, w.dst, w.len, &p), 0);
+	CU_ASSERT_EQUAL(world_run(&w, C_RESUME), 0);
+	CU_ASSERT_EQUAL(w.j.phase, AGENT_PH_DONE);
+	CU_ASSERT_EQUAL(w.j.restarts, 1);
+	CU_ASSERT(target_is(&w, "slot_b"));
+	CU_ASSERT_EQUAL(fota_sim_dev_writes(w.sim, "slot_a"), 0);
+	world_free(&w);
+}
+
 static void test_agent_core_cancel(void)
 {
 	struct world w;
@@ -596,6 +625,7 @@ static void add(CU_pSuite s)
 	UNIT_ADD(s, test_agent_core_floor_raised_after_install);
 	UNIT_ADD(s, test_agent_core_backoff_and_window);
 	UNIT_ADD(s, test_agent_core_package_changed_restarts);
+	UNIT_ADD(s, test_agent_core_package_changed_while_streaming);
 	UNIT_ADD(s, test_agent_core_cancel);
 	UNIT_ADD(s, test_agent_core_status_json);
 	UNIT_ADD(s, test_agent_core_config_strict);
