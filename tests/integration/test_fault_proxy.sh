@@ -10,7 +10,7 @@
 # ---- build the proxy (the Makefile does not know it yet) ----
 PROXY=$FOTA_BIN/fault-proxy
 san=""
-case "$FOTA_BIN" in *-asan) san="-fsanitize=address,undefined -fno-omit-frame-pointer" ;; esac
+case "$FOTA_BIN" in *-asan) san="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" ;; esac
 # shellcheck disable=SC2086
 if ! ${CC:-cc} -O2 -g -Wall -Wextra -Werror $san -pthread -o "$PROXY" "$FOTA_TOP/tests/proxy/fault-proxy.c" 2>"$WORK/cc.err"; then
   fail "fault-proxy builds" "$(head -5 "$WORK/cc.err" | tr '\n' ' ')"; exit 1

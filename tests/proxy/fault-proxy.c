@@ -9,7 +9,9 @@
  * Only libc and pthreads. One detached thread per connection; every blocking wait is a
  * poll() in slices of 100 ms, so SIGTERM, --io-timeout and --max-seconds end everything.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
