@@ -57,8 +57,17 @@ ifneq ($(wildcard $(AGENT_MAIN)),)
 PROGS += $(BUILD)/fota-agent
 endif
 
-.PHONY: all check asan bench demo deps clean fuzz
-all: $(PROGS) $(BUILD)/unit-tests $(FUZZ_REPLAY)
+.PHONY: all check asan bench demo deps clean fuzz powercut
+all: $(PROGS) $(BUILD)/unit-tests $(FUZZ_REPLAY) $(BUILD)/fault-proxy
+
+# The fault-injecting HTTP proxy the network tests put between the agent and nginx.
+$(BUILD)/fault-proxy: tests/proxy/fault-proxy.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -lpthread
+
+# Exhaustive power-cut run (every cut point of every scenario; tens of minutes).
+powercut: all
+	FOTA_POWERCUT_FULL=1 $(BUILD)/unit-tests agent/powercut
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
