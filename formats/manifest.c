@@ -202,6 +202,21 @@ static fota_status check_printable(const char *s, const char *path, struct fota_
 }
 
 /* Image name: [a-z0-9_-]{1,FOTA_IMAGE_NAME_MAX}. */
+static bool image_name_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+}
+
+bool fota_image_name_valid(const char *s, size_t len)
+{
+	if (len == 0 || len > FOTA_IMAGE_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!image_name_char(s[i]))
+			return false;
+	return true;
+}
+
 static fota_status check_image_name(const char *s, size_t maxscan, const char *path, struct fota_error *err)
 {
 	size_t len = strnlen(s, maxscan);
@@ -211,8 +226,7 @@ static fota_status check_image_name(const char *s, size_t maxscan, const char *p
 		return fota_error_set(err, FOTA_E_LIMIT, "manifest: %s: longer than %d bytes", path,
 				      FOTA_IMAGE_NAME_MAX);
 	for (size_t i = 0; i < len; i++) {
-		char c = s[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
+		if (!image_name_char(s[i]))
 			return fota_error_set(err, FOTA_E_MANIFEST,
 					      "manifest: %s: byte %zu is not one of [a-z0-9_-]", path, i);
 	}

@@ -255,16 +255,6 @@ enum {
 	OPT_JSON, OPT_QUIET,
 };
 
-static bool valid_image_name(const char *s, size_t n)
-{
-	if (n == 0 || n > FOTA_IMAGE_NAME_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-'))
-			return false;
-	return true;
-}
-
 /* NAME:OLD:NEW (OLD may be empty for a full image). The strings stay in argv. */
 static int parse_image_arg(char *arg, struct pack_image *out)
 {
@@ -272,7 +262,7 @@ static int parse_image_arg(char *arg, struct pack_image *out)
 	if (!c1)
 		return -1;
 	char *c2 = strchr(c1 + 1, ':');
-	if (!c2 || !valid_image_name(arg, (size_t)(c1 - arg)) || c2[1] == '\0')
+	if (!c2 || !fota_image_name_valid(arg, (size_t)(c1 - arg)) || c2[1] == '\0')
 		return -1;
 	*c1 = *c2 = '\0';
 	out->name = arg;
@@ -382,7 +372,7 @@ int main(int argc, char **argv)
 		case OPT_VER: p->version = optarg; break;
 		case OPT_FROMVER: p->from_version = optarg; break;
 		case OPT_IMAGE_NAME:
-			if (!valid_image_name(optarg, strlen(optarg)))
+			if (!fota_image_name_valid(optarg, strlen(optarg)))
 				return die_usage("--image-name: '%s' must be 1-32 characters of a-z 0-9 _ -", optarg);
 			o.image_name = optarg;
 			break;

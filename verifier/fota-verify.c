@@ -822,11 +822,8 @@ static void report_text(const struct report *rep, fota_status rc, const struct f
 static int parse_named(const char *arg, struct named_path *out)
 {
 	const char *eq = strchr(arg, '=');
-	if (eq && eq != arg && eq - arg <= FOTA_IMAGE_NAME_MAX) {
-		bool name_ok = true;
-		for (const char *p = arg; p < eq; p++)
-			name_ok &= (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' || *p == '-';
-		if (name_ok) {
+	if (eq) {
+		if (fota_image_name_valid(arg, (size_t)(eq - arg))) {
 			out->image = strndup(arg, (size_t)(eq - arg));
 			out->path = eq + 1;
 			return *out->path ? 0 : -1;

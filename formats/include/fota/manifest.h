@@ -147,6 +147,9 @@ uint64_t fota_manifest_payload_total(const struct fota_manifest *m);
 int fota_time_parse(const char *iso, int64_t *out);
 void fota_time_format(int64_t t, char out[21]);
 
+/* True when the len bytes at s form an image name: 1..FOTA_IMAGE_NAME_MAX of [a-z0-9_-]. */
+bool fota_image_name_valid(const char *s, size_t len);
+
 /* Enum spellings used in JSON and on command lines; parse returns -1 for an unknown word. */
 const char *fota_mode_name(enum fota_mode m);
 int fota_mode_parse(const char *s);
