@@ -295,44 +295,47 @@ static int ab_chunk(struct applier *ap, const struct fota_chunk *ch, size_t k, b
 }
 
 /*
- * Read-back verification on a second thread (A/B on files and block devices). While
- * the chunks arrive in target order, the thread reads each written chunk back from the
- * slot, checks its SHA-256 against the manifest and feeds the whole-image digest, so
- * the checks run on what the device holds, on the other core, while the main thread
- * decompresses the next chunks. The main thread waits for it before journaling a
- * chunk as done. When chunks come out of order the main thread checks them itself
- * and the thread hashes the rest of the image at the end.
+ * Read-back verification on two more threads (A/B on files and block devices). While
+ * the chunks arrive in target order, the check thread reads each written chunk back
+ * from the slot and checks its SHA-256 against the manifest; the image thread reads the
+ * written prefix back and feeds the whole-image digest. Both run while the main thread
+ * decompresses the next chunks, so the two SHA-256 passes over the image (chunk and
+ * whole image, both required) run next to the writing instead of after it. The main
+ * thread waits for the check thread before journaling a chunk as done, and for the
+ * image thread only at the end. When chunks come out of order the main thread checks
+ * them itself and the image thread hashes the rest of the image at the end.
  */
 struct readback {
-	pthread_t thread;
+	pthread_t thread, ithread;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	struct fota_storage *dst;
 	const struct fota_chunk *chunks; /* application order */
 	size_t ready;                    /* chunks [0, ready) are written and tile a prefix */
+	uint64_t ready_end;              /* [0, ready_end) is that prefix */
 	size_t verified;                 /* chunks [0, verified) read back and checked */
-	uint64_t hashed, size;           /* [0, hashed) of the image is in the digest */
-	bool stop, finish, failed;
+	uint64_t hashed, size;           /* [0, hashed) of the image is in the image digest */
+	bool stop, finish, failed, ifailed;
 	struct fota_sha256 *h, *hc;
-	uint8_t *buf;
-	struct fota_error err;
+	uint8_t *buf, *ibuf;
+	struct fota_error err, ierr;
 };
 
-/* Hash [from, to) into the image digest (and the chunk digest when hc). */
-static bool rb_hash(struct readback *r, uint64_t from, uint64_t to, struct fota_sha256 *hc)
+/* Read [from, to) of dst through buf into h. */
+static bool rb_hash(struct fota_storage *dst, uint8_t *buf, uint64_t from, uint64_t to, struct fota_sha256 *h,
+		    struct fota_error *err)
 {
 	while (from < to) {
 		size_t n = to - from < AGENT_IO_BUF ? (size_t)(to - from) : AGENT_IO_BUF;
-		if (fota_storage_read(r->dst, from, r->buf, n, &r->err) != FOTA_OK)
+		if (fota_storage_read(dst, from, buf, n, err) != FOTA_OK)
 			return false;
-		fota_sha256_update(r->h, r->buf, n);
-		if (hc)
-			fota_sha256_update(hc, r->buf, n);
+		fota_sha256_update(h, buf, n);
 		from += n;
 	}
 	return true;
 }
 
+/* The check thread: each ready chunk, read back and compared with its target_sha256. */
 static void *readback_main(void *arg)
 {
 	struct readback *r = arg;
@@ -343,44 +346,69 @@ static void *readback_main(void *arg)
 			const struct fota_chunk *ch = &r->chunks[k];
 			pthread_mutex_unlock(&r->mu);
 			uint8_t d[FOTA_SHA256_LEN];
-			bool ok = rb_hash(r, ch->target_offset, ch->target_offset + ch->target_size, r->hc);
+			bool ok = rb_hash(r->dst, r->buf, ch->target_offset, ch->target_offset + ch->target_size, r->hc,
+					  &r->err);
 			fota_sha256_final(r->hc, d);
 			if (ok && memcmp(d, ch->target_sha256, sizeof(d)) != 0) {
 				fota_error_set(&r->err, FOTA_E_INTEGRITY, "chunk %zu: target sha256 (read back) does not match the manifest", k);
 				ok = false;
 			}
 			pthread_mutex_lock(&r->mu);
-			if (!ok) {
+			if (!ok)
 				r->failed = true;
-			} else {
+			else
 				r->verified = k + 1;
-				r->hashed = ch->target_offset + ch->target_size;
-			}
 			pthread_cond_broadcast(&r->cv);
 		}
 		if (r->stop || r->failed)
 			break;
 		pthread_cond_wait(&r->cv, &r->mu);
 	}
-	bool finish = r->finish && !r->failed;
+	pthread_mutex_unlock(&r->mu);
+	return NULL;
+}
+
+/* The image thread: the written prefix into the image digest; with finish, the rest. */
+static void *image_main(void *arg)
+{
+	struct readback *r = arg;
+	pthread_mutex_lock(&r->mu);
+	for (;;) {
+		while (r->hashed < r->ready_end && !r->ifailed) {
+			uint64_t from = r->hashed, to = r->ready_end;
+			pthread_mutex_unlock(&r->mu);
+			bool ok = rb_hash(r->dst, r->ibuf, from, to, r->h, &r->ierr);
+			pthread_mutex_lock(&r->mu);
+			if (!ok)
+				r->ifailed = true;
+			else
+				r->hashed = to;
+		}
+		if (r->stop || r->ifailed)
+			break;
+		pthread_cond_wait(&r->cv, &r->mu);
+	}
+	bool finish = r->finish && !r->ifailed && !r->failed;
 	uint64_t from = r->hashed;
 	pthread_mutex_unlock(&r->mu);
-	if (finish && !rb_hash(r, from, r->size, NULL)) {
+	if (finish) {
+		bool ok = rb_hash(r->dst, r->ibuf, from, r->size, r->h, &r->ierr);
 		pthread_mutex_lock(&r->mu);
-		r->failed = true;
+		if (!ok)
+			r->ifailed = true;
+		else
+			r->hashed = r->size;
 		pthread_mutex_unlock(&r->mu);
-	} else if (finish) {
-		r->hashed = r->size;
 	}
 	return NULL;
 }
 
-/* Start the thread; false when it cannot run (then everything is checked in line). */
+/* Start the threads; false when they cannot run (then everything is checked in line). */
 static bool readback_start(struct readback *r, struct fota_storage *dst, const struct fota_image *im)
 {
 	memset(r, 0, sizeof(*r));
 	if (!dst->concurrent_reads || !(r->h = fota_sha256_new()) || !(r->hc = fota_sha256_new()) ||
-	    !(r->buf = malloc(AGENT_IO_BUF)))
+	    !(r->buf = malloc(AGENT_IO_BUF)) || !(r->ibuf = malloc(AGENT_IO_BUF)))
 		goto fail;
 	r->dst = dst;
 	r->chunks = im->chunks;
@@ -391,16 +419,25 @@ static bool readback_start(struct readback *r, struct fota_storage *dst, const s
 		pthread_mutex_destroy(&r->mu);
 		goto fail;
 	}
-	if (pthread_create(&r->thread, NULL, readback_main, r) != 0) {
-		pthread_cond_destroy(&r->cv);
-		pthread_mutex_destroy(&r->mu);
-		goto fail;
+	if (pthread_create(&r->thread, NULL, readback_main, r) != 0)
+		goto fail_sync;
+	if (pthread_create(&r->ithread, NULL, image_main, r) != 0) {
+		pthread_mutex_lock(&r->mu);
+		r->stop = true;
+		pthread_cond_broadcast(&r->cv);
+		pthread_mutex_unlock(&r->mu);
+		pthread_join(r->thread, NULL);
+		goto fail_sync;
 	}
 	return true;
+fail_sync:
+	pthread_cond_destroy(&r->cv);
+	pthread_mutex_destroy(&r->mu);
 fail:
 	fota_sha256_free(r->h);
 	fota_sha256_free(r->hc);
 	free(r->buf);
+	free(r->ibuf);
 	return false;
 }
 
@@ -408,8 +445,10 @@ fail:
 static void readback_ready(struct readback *r, size_t ready)
 {
 	pthread_mutex_lock(&r->mu);
-	if (ready > r->ready)
+	if (ready > r->ready) {
 		r->ready = ready;
+		r->ready_end = r->chunks[ready - 1].target_offset + r->chunks[ready - 1].target_size;
+	}
 	pthread_cond_broadcast(&r->cv);
 	pthread_mutex_unlock(&r->mu);
 }
@@ -429,8 +468,8 @@ static fota_status readback_wait(struct readback *r, size_t n, struct fota_error
 	return r->err.code ? r->err.code : FOTA_E_IO;
 }
 
-/* Stop the thread; with finish, after it checked what is ready and hashed the rest of
- * the image. FOTA_OK and the image digest when the whole image was hashed. */
+/* Stop the threads; with finish, after they checked what is ready and hashed the rest
+ * of the image. FOTA_OK and the image digest when the whole image was hashed. */
 static fota_status readback_end(struct readback *r, bool finish, uint8_t out[FOTA_SHA256_LEN], struct fota_error *err)
 {
 	pthread_mutex_lock(&r->mu);
@@ -439,13 +478,15 @@ static fota_status readback_end(struct readback *r, bool finish, uint8_t out[FOT
 	pthread_cond_broadcast(&r->cv);
 	pthread_mutex_unlock(&r->mu);
 	pthread_join(r->thread, NULL);
+	pthread_join(r->ithread, NULL);
 	pthread_cond_destroy(&r->cv);
 	pthread_mutex_destroy(&r->mu);
 	fota_status rc = FOTA_OK;
-	if (r->failed) {
+	if (r->failed || r->ifailed) {
+		const struct fota_error *e = r->failed ? &r->err : &r->ierr;
 		if (err)
-			*err = r->err;
-		rc = r->err.code ? r->err.code : FOTA_E_IO;
+			*err = *e;
+		rc = e->code ? e->code : FOTA_E_IO;
 	} else if (!finish || r->hashed != r->size) {
 		rc = fota_error_set(err, FOTA_E_INTERNAL, "read-back stopped early");
 	} else {
@@ -454,6 +495,7 @@ static fota_status readback_end(struct readback *r, bool finish, uint8_t out[FOT
 	fota_sha256_free(r->h);
 	fota_sha256_free(r->hc);
 	free(r->buf);
+	free(r->ibuf);
 	return rc;
 }
 
