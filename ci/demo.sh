@@ -5,7 +5,7 @@
 #  2. creates a throw-away CA (root -> intermediate -> signer);
 #  3. packs: a full package, an A/B delta and an in-place delta (256 KiB chunks);
 #  4. verifies them with fota-verify, and audits the full one with stock tar, openssl,
-#     sha256sum and zstd;
+#     sha256sum and zstd (contrib/audit/fota-audit-stock.sh);
 #  5. serves the A/B delta from nginx on 127.0.0.1, with fault-proxy (tests/proxy) in
 #     between: the connection is dropped mid-payload and the retry gets a 503;
 #  6. runs fota-agent download-and-update through the proxy and kill -9's it while the
@@ -95,15 +95,7 @@ done
 rm -f "$OUT/rebuilt.img"
 
 say "5. the auditor's recipe: stock tar, openssl, sha256sum, zstd only (docs/auditors.md)"
-mkdir -p "$OUT/audit"; cd "$OUT/audit"
-tar -xf ../demo.fota
-openssl cms -verify -binary -inform DER -in manifest.sig -content manifest.json \
-  -CAfile ../pki/root.pem -purpose any -out /dev/null 2>&1 | sed 's/^/   openssl: /'
-grep -o '"payload_sha256":"[0-9a-f]*"' manifest.json | cut -d'"' -f4 >hashes
-tar -tf ../demo.fota | tail -n +3 >names
-paste -d' ' hashes names | sed 's/ /  /' | sha256sum -c --quiet && echo "   sha256sum: all $(wc -l <names) payloads match the signed manifest"
-while read -r p; do zstd -qdc "$p"; done <names | cmp - ../new.img && echo "   zstd -d of the payloads in order rebuilds new.img"
-cd "$top"
+sh contrib/audit/fota-audit-stock.sh "$OUT/demo.fota" "$OUT/pki/root.pem" | sed 's/^/   /'
 
 say "6. a handset on 1.0 updates over HTTP: nginx on 127.0.0.1, fault-proxy in between"
 DEV=$OUT/device

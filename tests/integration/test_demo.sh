@@ -3,7 +3,8 @@
 # files in a temp dir (DEMO_OUT), then checks what it claims from the files it left:
 # the exit status, the packages, the network faults in the proxy's log, the kill during
 # the apply, slot b byte-identical to new.img and slot a untouched, the switch hook, the
-# agent's final state, no process left behind, and the 2-minute budget.
+# agent's final state, no process left behind, and the 2-minute budget. Then the
+# auditor's stock-tool recipe against the demo's packages and tampered copies.
 . "$(dirname "$0")/lib.sh"
 
 if [ ! -x "$FOTA_BIN/fota-agent" ] || [ ! -x "$FOTA_BIN/fault-proxy" ]; then
@@ -25,8 +26,45 @@ grep -q '^   DEMO OK$' "$WORK/demo.log" && pass "demo: prints DEMO OK" || fail "
 for f in demo.fota www/demo-delta.fota demo-inplace.fota; do
   [ -s "$D/$f" ] && pass "demo: $f written" || fail "demo: $f written"
 done
-grep -q 'openssl: CMS Verification successful' "$WORK/demo.log" && grep -q 'sha256sum: all 96 payloads match' "$WORK/demo.log" \
+grep -q 'signature: CMS Verification successful' "$WORK/demo.log" && grep -q 'payloads: all 96 match' "$WORK/demo.log" \
+  && grep -q 'image: the payloads in order rebuild the target' "$WORK/demo.log" \
   && pass "demo: stock-tool audit ran" || fail "demo: stock-tool audit ran"
+
+# the auditor's recipe (contrib/audit/fota-audit-stock.sh, docs/auditors.md) on the
+# demo's packages: accepts the three, refuses tampering, an unknown root and a revoked signer
+AUDIT="sh $FOTA_TOP/contrib/audit/fota-audit-stock.sh"
+for f in demo.fota www/demo-delta.fota demo-inplace.fota; do
+  check "audit recipe accepts $f" $AUDIT "$D/$f" "$D/pki/root.pem" "$D/pki/crl.pem"
+done
+# flip the first data byte of member N (1 = manifest.json, 2 = manifest.sig, 3.. = payloads)
+flip_member() { # IN OUT N
+  python3 - "$@" <<'PY'
+import sys
+b = bytearray(open(sys.argv[1], "rb").read()); want = int(sys.argv[3]); off = 0; i = 0
+while True:
+    size = int(b[off + 124:off + 136].split(b"\0")[0].strip() or b"0", 8); i += 1
+    if i == want:
+        b[off + 512 + size // 2] ^= 0x01; break
+    off += 512 + (size + 511) // 512 * 512
+open(sys.argv[2], "wb").write(b)
+PY
+}
+flip_member "$D/demo.fota" "$WORK/t-manifest.fota" 1
+flip_member "$D/demo.fota" "$WORK/t-sig.fota" 2
+flip_member "$D/demo.fota" "$WORK/t-payload.fota" 40
+for t in manifest sig payload; do
+  expect_rc "audit recipe refuses a flipped $t byte" 1 $AUDIT "$WORK/t-$t.fota" "$D/pki/root.pem"
+done
+expect_rc "audit recipe refuses an unrelated root" 1 $AUDIT "$D/demo.fota" "$D/pki/other-root.pem"
+tar -xOf "$D/demo.fota" manifest.json >"$WORK/m.json"
+"$FOTA_BIN/fota-pack" --to "$D/new.img" --chunk-size 256K --name demo-firmware --version 1.1 --from-version 1.0 \
+  --device-model FOTA-DEMO-1 --security-version 1 --priority high --install-message "Security update 1.1" \
+  --unsigned --quiet -o "$WORK/u.fota" >/dev/null 2>&1
+openssl cms -sign -binary -noattr -md sha256 -in "$WORK/m.json" -signer "$D/pki/revoked.pem" -inkey "$D/pki/revoked.key" \
+  -certfile "$D/pki/chain.pem" -outform DER -out "$WORK/rev.sig" 2>/dev/null
+"$FOTA_BIN/fota-pack" --attach-signature "$WORK/rev.sig" --quiet -o "$WORK/rev.fota" "$WORK/u.fota" >/dev/null 2>&1
+check "audit recipe: a revoked signer passes without the CRL" $AUDIT "$WORK/rev.fota" "$D/pki/root.pem"
+expect_rc "audit recipe refuses a revoked signer with the CRL" 1 $AUDIT "$WORK/rev.fota" "$D/pki/root.pem" "$D/pki/crl.pem"
 
 # the network faults happened, as the proxy logged them
 grep -q 'end=dropped.*drop-after=16384' "$D/proxy.log" 2>/dev/null && pass "demo: a connection was dropped mid-payload" \
