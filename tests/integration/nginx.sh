@@ -4,6 +4,10 @@
 #                          NGINX_LOG (access log: '$status $body_bytes_sent "$http_range"
 #                          "$request"' one line per request), NGINX_DIR, NGINX_PID.
 #                          Returns 1 (with the error log on stderr) if nginx cannot start.
+#                          TLS: with NGINX_TLS_CERT and NGINX_TLS_KEY set (PEM files), it
+#                          serves https instead (ssl on the same port); the readiness probe
+#                          does not check the certificate. NGINX_SCHEME is http or https,
+#                          NGINX_URL is "$NGINX_SCHEME://127.0.0.1:$NGINX_PORT".
 #   nginx_stop             stop it (SIGTERM, then SIGKILL after 3 s); safe to call twice.
 #   nginx_log_reset        empty the access log (nginx keeps appending to the same file).
 #   nginx_bytes_sent       sum of $body_bytes_sent over the access log.
@@ -28,6 +32,8 @@ NGINX_PID=
 NGINX_PORT=
 NGINX_LOG=
 NGINX_DIR=
+NGINX_SCHEME=http
+NGINX_URL=
 
 _nginx_free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null \
@@ -46,6 +52,17 @@ nginx_start() {
   NGINX_LOG=$NGINX_DIR/access.log
   local user_line=""
   [ "$(id -u)" -eq 0 ] && user_line="user root;"
+  local tls="" probe_opt=""
+  NGINX_SCHEME=http
+  if [ -n "${NGINX_TLS_CERT:-}" ] || [ -n "${NGINX_TLS_KEY:-}" ]; then
+    [ -r "${NGINX_TLS_CERT:-}" ] && [ -r "${NGINX_TLS_KEY:-}" ] \
+      || { echo "nginx_start: NGINX_TLS_CERT and NGINX_TLS_KEY must both name readable PEM files" >&2; return 1; }
+    NGINX_SCHEME=https
+    tls=" ssl;
+    ssl_certificate $NGINX_TLS_CERT;
+    ssl_certificate_key $NGINX_TLS_KEY"
+    probe_opt=--insecure
+  fi
   for _ in 1 2 3 4 5; do
     NGINX_PORT=$(_nginx_free_port)
     cat >"$NGINX_DIR/nginx.conf" <<NGX
@@ -67,7 +84,7 @@ http {
   types { }
   default_type application/octet-stream;
   server {
-    listen 127.0.0.1:$NGINX_PORT;
+    listen 127.0.0.1:$NGINX_PORT$tls;
     root $root;
   }
 }
@@ -77,7 +94,8 @@ NGX
     NGINX_PID=$!
     for _ in $(seq 50); do
       if ! kill -0 "$NGINX_PID" 2>/dev/null; then break; fi
-      if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$NGINX_PORT/"; then
+      if curl -s ${probe_opt:+"$probe_opt"} -o /dev/null --max-time 1 "$NGINX_SCHEME://127.0.0.1:$NGINX_PORT/"; then
+        NGINX_URL=$NGINX_SCHEME://127.0.0.1:$NGINX_PORT
         # nginx logs the probe just after answering it: wait for that line, then empty the log
         for _ in $(seq 20); do [ -s "$NGINX_LOG" ] && break; sleep 0.05; done
         : >"$NGINX_LOG"
