@@ -103,6 +103,8 @@ static void unmap_file(struct mapped *m)
 	m->size = 0;
 }
 
+static double now_s(void);
+
 /* ---- chunk jobs ---- */
 
 struct chunk_job {
@@ -122,8 +124,17 @@ struct chunk_job {
 	size_t delta_len;
 	struct fota_range *reads;
 	size_t n_reads;
+	double t_slice, t_encode, t_check, t_full; /* seconds spent in each step (profile) */
 	fota_status rc;
 	struct fota_error err;
+};
+
+/*
+ * Where packing time goes, in seconds, for --json: wall time of the whole-image steps,
+ * and thread time summed over chunks for the per-chunk steps.
+ */
+struct pack_profile {
+	double hash, diff, slice, encode, check, full, inplace, write;
 };
 
 struct mem_io {
@@ -201,6 +212,7 @@ static void run_chunk(struct chunk_job *j)
 		goto out;
 	}
 	fota_sha256(j->target, (size_t)j->size, j->target_sha256);
+	double t = now_s();
 	if (j->script) {
 		/* The chunk's own script, over the source ranges it reads. */
 		j->rc = pack_slice(j->script, j->offset, j->size, j->max_reads, &sub, &j->reads, &j->n_reads, &j->err);
@@ -216,8 +228,12 @@ static void run_chunk(struct chunk_job *j)
 			memcpy(vold + v, j->old->data + j->reads[r].offset, (size_t)j->reads[r].length);
 			v += j->reads[r].length;
 		}
+		j->t_slice = now_s() - t;
+		t = now_s();
 		struct fota_delta_opts dopts = { .threads = 1, .window_log = j->delta_wlog, .level = j->level };
 		j->rc = fota_delta_encode_full(sub, vold, j->target, &dopts, &j->delta, &j->delta_len, &j->err);
+		j->t_encode = now_s() - t;
+		t = now_s();
 		if (j->rc)
 			goto out;
 		/* Never ship a patch that was not seen to rebuild its chunk. */
@@ -229,6 +245,8 @@ static void run_chunk(struct chunk_job *j)
 		if (!j->rc && (mio.mismatch || produced != j->size))
 			j->rc = fota_error_set(&j->err, FOTA_E_INTERNAL,
 					       "the delta patch does not rebuild the chunk (engine bug)");
+		j->t_check = now_s() - t;
+		t = now_s();
 		if (j->rc) {
 			fota_error_prefix(&j->err, "chunk at %" PRIu64 ": ", j->offset);
 			goto out;
@@ -248,6 +266,7 @@ static void run_chunk(struct chunk_job *j)
 		free(j->full);
 		j->full = NULL;
 	}
+	j->t_full = now_s() - t;
 out:
 	free(vold);
 	fota_delta_script_free(sub);
@@ -477,7 +496,8 @@ static json_t *summary_json(const struct fota_manifest *m, uint64_t pkg_size)
 
 static fota_status build_image(const struct pack_options *o, const struct pack_image *pi, struct fota_image *im,
 			       struct spool *sp, struct candidates **cand_out,
-			       uint64_t *stash_end, uint32_t *delta_used, struct progress *pg, struct fota_error *err)
+			       uint64_t *stash_end, uint32_t *delta_used, struct progress *pg, struct pack_profile *pf,
+			       struct fota_error *err)
 {
 	fota_status rc = FOTA_OK;
 	struct mapped old = { 0 }, new = { 0 };
@@ -486,6 +506,7 @@ static fota_status build_image(const struct pack_options *o, const struct pack_i
 	struct candidates *cand = NULL;
 	bool *to_full = NULL;
 	struct fota_sha256 *img_hash = NULL;
+	double t = 0;
 	*cand_out = NULL;
 
 	snprintf(im->name, sizeof(im->name), "%s", pi->name);
@@ -498,14 +519,18 @@ static fota_status build_image(const struct pack_options *o, const struct pack_i
 			goto out;
 		im->has_source = true;
 		im->source_size = old.size;
+		t = now_s();
 		fota_sha256(old.data, (size_t)old.size, im->source_sha256);
 	}
+	if (!pi->old_path)
+		t = now_s();
 	im->target_size = new.size;
 	/* With a source the whole target is needed at once anyway; without one it is hashed
 	 * batch by batch below, so memory stays small. */
-	if (pi->old_path)
+	if (pi->old_path) {
 		fota_sha256(new.data, (size_t)new.size, im->target_sha256);
-	else if (!(img_hash = fota_sha256_new())) {
+		pf->hash += now_s() - t;
+	} else if (!(img_hash = fota_sha256_new())) {
 		rc = fota_error_set(err, FOTA_E_NOMEM, "out of memory");
 		goto out;
 	}
@@ -521,7 +546,9 @@ static fota_status build_image(const struct pack_options *o, const struct pack_i
 			fprintf(stderr, "\r%s: diffing image %s (%" PRIu64 " -> %" PRIu64 " bytes)...", progname, pi->name,
 				old.size, new.size);
 		struct fota_delta_opts dopts = { .threads = o->threads, .window_log = o->delta_window_log, .level = o->level };
+		t = now_s();
 		rc = fota_delta_diff(old.data, old.size, new.data, new.size, &dopts, &script, err);
+		pf->diff += now_s() - t;
 		if (rc) {
 			fota_error_prefix(err, "image %s: diff: ", pi->name);
 			goto out;
@@ -551,6 +578,10 @@ static fota_status build_image(const struct pack_options *o, const struct pack_i
 		for (size_t k = 0; k < n; k++) {
 			struct chunk_job *j = &jobs[k];
 			size_t c = first + k;
+			pf->slice += j->t_slice;
+			pf->encode += j->t_encode;
+			pf->check += j->t_check;
+			pf->full += j->t_full;
 			if (!rc && j->rc) {
 				rc = j->rc;
 				*err = j->err;
@@ -616,7 +647,9 @@ static fota_status build_image(const struct pack_options *o, const struct pack_i
 				im->chunks[c].n_source_reads = 0;
 			}
 		}
+		t = now_s();
 		rc = fota_inplace_plan(im->chunks, (size_t)n_chunks, o->scratch_max, to_full, stash_end, err);
+		pf->inplace += now_s() - t;
 		if (rc)
 			goto out;
 		struct candidates *perm = calloc((size_t)n_chunks, sizeof(*perm));
@@ -649,6 +682,7 @@ static fota_status build_image(const struct pack_options *o, const struct pack_i
 		for (size_t k = 0; k < n; k++) {
 			struct chunk_job *j = &jobs[k];
 			struct candidates *cd = &cand[idx[k]];
+			pf->full += j->t_full;
 			if (!rc && j->rc) {
 				rc = j->rc;
 				*err = j->err;
@@ -746,6 +780,7 @@ fota_status pack_build(const struct pack_options *o, struct fota_error *err)
 	uint8_t *sig = NULL;
 	size_t mlen = 0, slen = 0;
 	double t0 = now_s();
+	struct pack_profile pf = { 0 };
 
 	if (!o->unsigned_pkg) {
 		rc = fota_signer_load(o->key, o->cert, o->chain, o->pss ? FOTA_SIG_PAD_PSS : FOTA_SIG_PAD_DEFAULT, &signer, err);
@@ -775,7 +810,7 @@ fota_status pack_build(const struct pack_options *o, struct fota_error *err)
 	uint32_t delta_used = 0;
 	for (size_t i = 0; i < o->n_images; i++) {
 		uint64_t se = 0;
-		rc = build_image(o, &o->images[i], &m->images[i], &sp, &cand[i], &se, &delta_used, &pg, err);
+		rc = build_image(o, &o->images[i], &m->images[i], &sp, &cand[i], &se, &delta_used, &pg, &pf, err);
 		if (rc)
 			goto out;
 		if (se > stash_end)
@@ -798,6 +833,7 @@ fota_status pack_build(const struct pack_options *o, struct fota_error *err)
 		m->scratch_size = stash_end + staged;
 	}
 
+	double tw = now_s();
 	rc = fota_manifest_serialize(m, &mjson, &mlen, err);
 	if (rc)
 		goto out;
@@ -819,6 +855,7 @@ fota_status pack_build(const struct pack_options *o, struct fota_error *err)
 	rc = write_package(o, m, mjson, mlen, sig, slen, &sp, cand, err);
 	if (rc)
 		goto out;
+	pf.write = now_s() - tw;
 
 	uint64_t pkg_size = fota_pkg_head_size(mlen, slen) + 2 * FOTA_TAR_BLOCK, target_total = 0;
 	for (size_t i = 0; i < m->n_images; i++) {
@@ -833,6 +870,16 @@ fota_status pack_build(const struct pack_options *o, struct fota_error *err)
 		json_object_set_new(js, "manifest_bytes", json_integer((json_int_t)mlen));
 		json_object_set_new(js, "signature_bytes", json_integer((json_int_t)slen));
 		json_object_set_new(js, "seconds", json_real(now_s() - t0));
+		json_t *jp = json_object();
+		json_object_set_new(jp, "hash", json_real(pf.hash));
+		json_object_set_new(jp, "diff", json_real(pf.diff));
+		json_object_set_new(jp, "slice", json_real(pf.slice));
+		json_object_set_new(jp, "encode", json_real(pf.encode));
+		json_object_set_new(jp, "self_check", json_real(pf.check));
+		json_object_set_new(jp, "full", json_real(pf.full));
+		json_object_set_new(jp, "inplace_plan", json_real(pf.inplace));
+		json_object_set_new(jp, "sign_and_write", json_real(pf.write));
+		json_object_set_new(js, "profile_seconds", jp);
 		json_dumpf(js, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 		fputc('\n', stdout);
 		json_decref(js);

@@ -21,6 +21,12 @@
 #   crl.pem                      CRL issued by the intermediate (PEM), crl.der (DER)
 #   other-root.pem other-root.key  an unrelated root CA
 #   other-signer.pem/.key        a signer issued by the unrelated root
+#   bench-inter.pem/.key         a lean intermediate under the same root, and
+#   bench-signer.pem/.key          a lean ECDSA P-256 signer under it, for size
+#   bench-chain.pem                benchmarks (= bench-inter.pem): one-attribute names and
+#                                  no key identifier extensions, but the same
+#                                  basicConstraints, keyUsage and extendedKeyUsage rules
+#                                  as the other signers, so they prove exactly as much
 # The CAs are valid 2000-01-01 .. 2099-12-31 and the good signers 2001-01-01 ..
 # 2099-01-01, so tests may judge validity at any time in between. Key material is new
 # on every run; file names never change. Prints nothing on success unless -v.
@@ -106,6 +112,20 @@ copy_extensions = none
 email_in_dn = no
 preserve = yes
 
+[bench_ca]
+dir = $work/bench
+database = \$dir/index.txt
+new_certs_dir = \$dir
+serial = \$dir/serial
+certificate = $out/bench-inter.pem
+private_key = $out/bench-inter.key
+default_md = sha256
+policy = policy_any
+unique_subject = no
+copy_extensions = none
+email_in_dn = no
+preserve = yes
+
 [policy_any]
 organizationName = optional
 commonName = supplied
@@ -128,6 +148,19 @@ extendedKeyUsage = codeSigning
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 
+[ext_bench_inter]
+basicConstraints = critical,CA:TRUE,pathlen:0
+keyUsage = critical,keyCertSign
+subjectKeyIdentifier = none
+authorityKeyIdentifier = none
+
+[ext_bench_signer]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = codeSigning
+subjectKeyIdentifier = none
+authorityKeyIdentifier = none
+
 [ext_wrongusage]
 basicConstraints = critical,CA:FALSE
 keyUsage = critical,keyEncipherment
@@ -135,13 +168,14 @@ subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 CNF
 
-for d in root inter other; do
+for d in root inter other bench; do
   mkdir -p "$work/$d"
   : >"$work/$d/index.txt"
 done
 echo 1000 >"$work/root/serial"
 echo 2000 >"$work/inter/serial"
 echo 3000 >"$work/other/serial"
+echo 40 >"$work/bench/serial"
 echo 01 >"$work/inter/crlnumber"
 
 CA_START=20000101000000Z
@@ -164,10 +198,11 @@ key() {
 }
 
 # cert NAME CN CA EXT START END [-selfsign]: NAME.key -> NAME.pem issued by CA
+# (SUBJ=/CN=... overrides the subject)
 cert() {
   local name=$1 cn=$2 ca=$3 ext=$4 start=$5 end=$6
   shift 6
-  run openssl req -new -config "$cnf" -key "$out/$name.key" -subj "/O=fota test/CN=$cn" \
+  run openssl req -new -config "$cnf" -key "$out/$name.key" -subj "${SUBJ:-/O=fota test/CN=$cn}" \
     -out "$work/$name.csr"
   run openssl ca -batch -config "$cnf" -name "$ca" -extensions "$ext" -notext \
     -startdate "$start" -enddate "$end" -in "$work/$name.csr" -out "$out/$name.pem" "$@"
@@ -200,3 +235,9 @@ key other-root ec
 cert other-root "other test root" other_ca ext_root $CA_START $CA_END -selfsign -keyfile "$out/other-root.key"
 key other-signer ec
 cert other-signer "other test signer" other_ca ext_signer $SIGNER_START $SIGNER_END
+
+key bench-inter ec
+SUBJ=/CN=fota-b cert bench-inter "" root_ca ext_bench_inter $CA_START $CA_END
+cp "$out/bench-inter.pem" "$out/bench-chain.pem"
+key bench-signer ec
+SUBJ=/CN=fota-bs cert bench-signer "" bench_ca ext_bench_signer $SIGNER_START $SIGNER_END
