@@ -18,6 +18,7 @@
 #include "fota/tarhead.h"
 #include "fota/util.h"
 #include "agent_internal.h"
+#include "policy.h"
 
 #define HEAD_FETCH (64u << 10)       /* first request: the head and usually more */
 #define REC_JOURNAL "journal"
@@ -49,6 +50,8 @@ const struct agent_exit_info agent_exit_table[] = {
 	{ AGENT_EXIT_STATE, "state", "not possible now: nothing to update, another job pending, cancel refused" },
 	{ AGENT_EXIT_HOOK, "hook", "the slot-switch or active-slot command failed (resume retries it)" },
 	{ AGENT_EXIT_BUSY, "busy", "another fota-agent is using the state directory" },
+	{ AGENT_EXIT_CANCELLED, "cancelled", "the user cancelled or declined (FUMO result 401)" },
+	{ AGENT_EXIT_DEFERRED, "deferred", "the user deferred the download or install; resume asks again when it is due" },
 };
 const size_t agent_exit_count = sizeof(agent_exit_table) / sizeof(agent_exit_table[0]);
 
@@ -207,8 +210,10 @@ fota_status agent_open(const struct agent_env *env, struct agent **out, struct f
 		agent_close(a);
 		return rc;
 	}
-	if (!found)
+	if (!found) {
 		a->j.phase = AGENT_PH_IDLE;
+		a->j.state = FUMO_IDLE;
+	}
 	a->floor = env->cfg->security_version;
 	rc = env->state->ops->load(env->state, REC_FLOOR, 64, &data, &len, &found, err);
 	if (rc == FOTA_OK && found) {
@@ -509,12 +514,20 @@ static int fetch_retry(struct agent *a, uint64_t off, uint64_t len, bool allow_s
 	for (;;) {
 		uint64_t delivered = 0;
 		struct agent_validators got;
-		uint64_t before = agent_fetch_bytes(a->fetch);
-		enum fetch_result r = agent_fetch_range(a->fetch, off, len, allow_short, sink, ctx,
-							a->val.total ? &a->val : NULL, &got, &delivered, err);
-		uint64_t got_bytes = agent_fetch_bytes(a->fetch) - before;
-		a->bytes += got_bytes;
-		a->j.bytes += got_bytes; /* head and payloads, kept with the job */
+		enum fetch_result r = FETCH_RETRY;
+		char why[256] = "";
+		if (!agent_policy_download_allowed(a, why, sizeof(why))) {
+			/* paused: nothing is lost, the backoff below waits for a network the
+			 * policy allows, within the same retry window */
+			fota_error_set(err, FOTA_E_IO, "%s", why);
+		} else {
+			uint64_t before = agent_fetch_bytes(a->fetch);
+			r = agent_fetch_range(a->fetch, off, len, allow_short, sink, ctx, a->val.total ? &a->val : NULL, &got,
+					      &delivered, err);
+			uint64_t got_bytes = agent_fetch_bytes(a->fetch) - before;
+			a->bytes += got_bytes;
+			a->j.bytes += got_bytes; /* head and payloads, kept with the job */
+		}
 		if (r == FETCH_OK) {
 			if (!a->val.total)
 				a->val = got;
@@ -824,9 +837,54 @@ out:
 	return x;
 }
 
-/* The job ends: record how. */
+/* Move the FUMO state, as the state diagram allows (fumo.c); the caller commits. */
+static int set_state(struct agent *a, int to, struct fota_error *err)
+{
+	if (a->j.state != to && !fumo_transition_ok(a->j.state, to)) {
+		fota_error_set(err, FOTA_E_INTERNAL, "FUMO: no transition from %d (%s) to %d (%s)", a->j.state,
+			       fumo_state_name(a->j.state) ? fumo_state_name(a->j.state) : "?", to,
+			       fumo_state_name(to) ? fumo_state_name(to) : "?");
+		return agent_fail(a, AGENT_EXIT_INTERNAL);
+	}
+	a->j.state = to;
+	return AGENT_EXIT_OK;
+}
+
+/* The job's Generic Alert, kept until acknowledged. */
+static void raise_alert(struct agent *a, int result)
+{
+	a->j.fumo_result = result;
+	a->j.alert_pending = true;
+	a->j.alert_op = a->j.op;
+	a->j.alert_result = result;
+	snprintf(a->j.alert_correlator, sizeof(a->j.alert_correlator), "%s", a->j.correlator);
+}
+
+/* The job ends: record how, with its FUMO state, result code and alert (one commit). */
 static int end_job(struct agent *a, enum agent_phase phase, int code, struct fota_error *err, bool keep_cache)
 {
+	if (phase == AGENT_PH_DONE || phase == AGENT_PH_FAILED) {
+		const bool updating = a->j.state == FUMO_UPD_PROGRESSING;
+		int r = fumo_result_for(code, a->cause, updating, err && code != 0 ? err->msg : a->j.message);
+		int to;
+		if (phase == AGENT_PH_DONE)
+			to = keep_cache ? FUMO_UPD_OK_DATA : FUMO_UPD_OK_NODATA;
+		else if (a->j.state == FUMO_DL_PROGRESSING || a->j.state == FUMO_IDLE)
+			to = FUMO_DL_FAILED;
+		else if (updating && a->cfg->mode == FOTA_MODE_AB &&
+			 (r == FUMO_R_UPD_NO_SPACE || r == FUMO_R_UPDATE_FAILED)) {
+			to = FUMO_UPD_FAILED_DATA; /* the package stays: Update may run again */
+			keep_cache = true;
+		} else {
+			to = FUMO_UPD_FAILED_NODATA;
+		}
+		if (a->j.state == FUMO_IDLE)
+			a->j.state = FUMO_DL_PROGRESSING; /* a job refused before it began (411) */
+		int x = set_state(a, to, err);
+		if (x != 0)
+			return x;
+		raise_alert(a, r);
+	}
 	a->j.phase = phase;
 	a->j.result = code;
 	if (err && code != 0)
@@ -849,13 +907,46 @@ static int end_job(struct agent *a, enum agent_phase phase, int code, struct fot
 	return code;
 }
 
-/* A fresh job for url (the old one's files are dropped). */
-static int new_job(struct agent *a, const char *url, enum agent_op op, uint64_t restarts, struct fota_error *err)
+/* What outlives a job in the journal: the pending alert and the delayed reboot; for a
+ * restart of the same job (args NULL) also what the server gave and the user said. */
+static void carry_over(struct agent_journal *j, const struct agent_journal *old, const struct agent_op_args *args)
+{
+	j->alert_pending = old->alert_pending;
+	j->alert_op = old->alert_op;
+	j->alert_result = old->alert_result;
+	memcpy(j->alert_correlator, old->alert_correlator, sizeof(j->alert_correlator));
+	j->reboot_pending = old->reboot_pending;
+	j->reboot_due_ms = old->reboot_due_ms;
+	j->reboot_defers = old->reboot_defers;
+	j->reboot_deferred_min = old->reboot_deferred_min;
+	if (!args) {
+		memcpy(j->correlator, old->correlator, sizeof(j->correlator));
+		memcpy(j->srv_pkg_name, old->srv_pkg_name, sizeof(j->srv_pkg_name));
+		memcpy(j->srv_pkg_version, old->srv_pkg_version, sizeof(j->srv_pkg_version));
+		j->dl_consent = old->dl_consent;
+		j->defers = old->defers;
+		return;
+	}
+	snprintf(j->correlator, sizeof(j->correlator), "%s", args->correlator ? args->correlator : "");
+	snprintf(j->srv_pkg_name, sizeof(j->srv_pkg_name), "%s", args->pkg_name ? args->pkg_name : "");
+	snprintf(j->srv_pkg_version, sizeof(j->srv_pkg_version), "%s", args->pkg_version ? args->pkg_version : "");
+}
+
+/* A fresh job for url (the old one's files are dropped). args: the new operation's, or
+ * NULL when the same job starts over. */
+static int new_job(struct agent *a, const char *url, enum agent_op op, uint64_t restarts,
+		   const struct agent_op_args *args, struct fota_error *err)
 {
 	/* the old job's files go after the new journal is durable (fetch_head drops a
 	 * stale cache again, in case a cut came in between) */
 	struct agent_journal old = a->j;
 	memset(&a->j, 0, sizeof(a->j));
+	carry_over(&a->j, &old, args);
+	/* a new operation takes the node back to Idle/Start, then Download Progressing; a
+	 * package that changed on the server restarts the job there too (also from 60,
+	 * when a streamed A/B update starts over: outside the diagram, on purpose) */
+	a->j.state = FUMO_DL_PROGRESSING;
+	a->cause = FUMO_CAUSE_NONE;
 	memset(&a->val, 0, sizeof(a->val));
 	agent_fetch_close(a->fetch);
 	a->fetch = NULL;
@@ -891,6 +982,8 @@ static int run_download(struct agent *a, struct fota_error *err)
 			x = fetch_head(a, err);
 		else
 			x = load_package(a, err);
+		if (x == 0 && !a->j.dl_consent)
+			x = agent_policy_download_gate(a, err);
 		size_t n = x == 0 ? fota_manifest_chunk_count(a->m) : 0;
 		if (x == 0 && !a->j.stream) {
 			for (size_t k = (size_t)a->j.dl_next; k < n && x == 0; k++) {
@@ -919,13 +1012,15 @@ static int run_download(struct agent *a, struct fota_error *err)
 			agent_log(a, "the package changed on the server: starting over");
 			char url[AGENT_URL_MAX + 1];
 			snprintf(url, sizeof(url), "%s", a->j.url);
-			if ((x = new_job(a, url, a->j.op, a->j.restarts + 1, err)) != 0)
+			if ((x = new_job(a, url, a->j.op, a->j.restarts + 1, NULL, err)) != 0)
 				return x;
 			continue;
 		}
 		if (x != 0)
 			return x;
 		a->j.phase = AGENT_PH_DOWNLOADED;
+		if ((x = set_state(a, a->j.op == AGENT_OP_DOWNLOAD ? FUMO_DL_COMPLETE : FUMO_READY, err)) != 0)
+			return x;
 		snprintf(a->j.message, sizeof(a->j.message), "package %s %s downloaded and verified; ready to update",
 			 a->m->name, a->m->version);
 		return commit_or_fail(a, err);
@@ -936,7 +1031,15 @@ static int run_download(struct agent *a, struct fota_error *err)
 static bool final_failure(int x)
 {
 	return x == AGENT_EXIT_SIGNATURE || x == AGENT_EXIT_DEVICE || x == AGENT_EXIT_NOT_ACCEPTABLE ||
-	       x == AGENT_EXIT_CORRUPT || x == AGENT_EXIT_SOURCE || x == AGENT_EXIT_DOWNLOAD;
+	       x == AGENT_EXIT_CORRUPT || x == AGENT_EXIT_SOURCE || x == AGENT_EXIT_DOWNLOAD ||
+	       x == AGENT_EXIT_CANCELLED;
+}
+
+/* A write that failed for want of room (ENOSPC, or EFBIG under a file-size limit): the
+ * storage backends put strerror() in the message. */
+static bool no_space(const char *msg)
+{
+	return msg && (strstr(msg, strerror(ENOSPC)) || strstr(msg, strerror(EFBIG)));
 }
 
 /* Floor raised after a successful install (FORMAT.md 3.3). */
@@ -1025,6 +1128,10 @@ static int run_update(struct agent *a, struct fota_error *err)
 				return x;
 			a->j.target_slot = act == 'a' ? 'b' : 'a';
 		}
+		if ((x = agent_policy_install_consent(a, err)) != 0)
+			return x;
+		if ((x = set_state(a, FUMO_UPD_PROGRESSING, err)) != 0)
+			return x;
 		a->j.phase = AGENT_PH_APPLYING;
 		a->j.ap_next = 0;
 		a->j.ip_step = 0;
@@ -1052,7 +1159,12 @@ static int run_update(struct agent *a, struct fota_error *err)
 		 a->cfg->mode == FOTA_MODE_AB ? " in slot " : "", a->cfg->mode == FOTA_MODE_AB ?
 		 (a->j.target_slot == 'a' ? "a" : "b") : "");
 	agent_log(a, "%s", a->j.message);
-	return end_job(a, AGENT_PH_DONE, AGENT_EXIT_OK, err, false);
+	a->j.reboot_pending = false;
+	a->j.reboot_defers = 0;
+	a->j.reboot_deferred_min = 0;
+	if ((x = end_job(a, AGENT_PH_DONE, AGENT_EXIT_OK, err, a->cfg->keep_package)) != 0)
+		return x;
+	return agent_policy_reboot(a, err);
 }
 
 /* Run the job from where the journal stands; end it when a failure is final. */
@@ -1086,13 +1198,17 @@ static int drive(struct agent *a, struct fota_error *err)
 		agent_log(a, "the package changed on the server: starting over");
 		char url[AGENT_URL_MAX + 1];
 		snprintf(url, sizeof(url), "%s", a->j.url);
-		if ((x = new_job(a, url, a->j.op, a->j.restarts + 1, err)) != 0)
+		if ((x = new_job(a, url, a->j.op, a->j.restarts + 1, NULL, err)) != 0)
 			return x;
 	}
+	if (x == AGENT_EXIT_DEFERRED)
+		return x; /* journaled by the policy: resume asks again when it is due */
+	if (x == AGENT_EXIT_IO && err && no_space(err->msg))
+		a->cause = FUMO_CAUSE_NO_SPACE;
 	if (x != 0 && x != RES_CHANGED) {
 		bool before_write = a->j.phase == AGENT_PH_DOWNLOADING || a->j.phase == AGENT_PH_DOWNLOADED ||
 				    (a->j.phase == AGENT_PH_APPLYING && (a->cfg->mode == FOTA_MODE_AB || !a->j.source_ok));
-		if (final_failure(x) && before_write) {
+		if ((final_failure(x) || a->cause == FUMO_CAUSE_NO_SPACE) && before_write) {
 			/* a download that ran out of its window keeps its cache: the same URL continues */
 			return end_job(a, AGENT_PH_FAILED, x, err, x == AGENT_EXIT_DOWNLOAD);
 		}
@@ -1117,32 +1233,68 @@ static bool job_active(const struct agent_journal *j)
 	       j->phase == AGENT_PH_APPLIED;
 }
 
+static void take_args(struct agent_journal *j, const struct agent_op_args *args)
+{
+	if (!args)
+		return;
+	if (args->correlator)
+		snprintf(j->correlator, sizeof(j->correlator), "%s", args->correlator);
+	if (args->pkg_name)
+		snprintf(j->srv_pkg_name, sizeof(j->srv_pkg_name), "%s", args->pkg_name);
+	if (args->pkg_version)
+		snprintf(j->srv_pkg_version, sizeof(j->srv_pkg_version), "%s", args->pkg_version);
+}
+
 int agent_download(struct agent *a, const char *url, bool and_update, struct fota_error *err)
 {
+	return agent_download_op(a, url, and_update, NULL, err);
+}
+
+int agent_download_op(struct agent *a, const char *url, bool and_update, const struct agent_op_args *args,
+		      struct fota_error *err)
+{
+	static const struct agent_op_args none = { NULL, NULL, NULL };
 	fota_error_clear(err);
 	enum agent_op op = and_update ? AGENT_OP_DOWNLOAD_AND_UPDATE : AGENT_OP_DOWNLOAD;
-	struct agent_fetch *probe = NULL;
-	if (agent_fetch_open(url, a->cfg, &probe, err) != FOTA_OK)
-		return agent_fail(a, AGENT_EXIT_DOWNLOAD);
-	agent_fetch_close(probe);
 	int x;
+	if (job_active(&a->j) && strcmp(a->j.url, url) != 0) {
+		fota_error_set(err, FOTA_E_ARG, "a job for %s is %s; run resume, or cancel it first", a->j.url,
+			       agent_phase_name(a->j.phase));
+		return agent_fail(a, AGENT_EXIT_STATE);
+	}
+	struct agent_fetch *probe = NULL;
+	if (agent_fetch_open(url, a->cfg, &probe, err) != FOTA_OK) {
+		/* a malformed URL ends the operation at once, with its alert (411) */
+		struct fota_error e = *err;
+		if ((x = new_job(a, "", op, 0, args ? args : &none, err)) != 0)
+			return x;
+		*err = e;
+		a->cause = FUMO_CAUSE_BAD_URL;
+		return end_job(a, AGENT_PH_FAILED, agent_fail(a, AGENT_EXIT_DOWNLOAD), err, false);
+	}
+	agent_fetch_close(probe);
 	if (job_active(&a->j)) {
-		if (strcmp(a->j.url, url) != 0) {
-			fota_error_set(err, FOTA_E_ARG, "a job for %s is %s; run resume, or cancel it first", a->j.url,
-				       agent_phase_name(a->j.phase));
-			return agent_fail(a, AGENT_EXIT_STATE);
-		}
-		if (and_update)
+		take_args(&a->j, args);
+		if (and_update && a->j.op == AGENT_OP_DOWNLOAD) {
 			a->j.op = op;
+			if (a->j.state == FUMO_DL_COMPLETE && (x = set_state(a, FUMO_READY, err)) != 0)
+				return x;
+		}
+		if ((x = commit_or_fail(a, err)) != 0)
+			return x;
 	} else if (a->j.phase == AGENT_PH_FAILED && a->j.result == AGENT_EXIT_DOWNLOAD && a->j.head_ok &&
 		   strcmp(a->j.url, url) == 0) {
 		/* the same package again after the retry window ran out: keep what we have */
 		a->j.op = op;
 		a->j.phase = AGENT_PH_DOWNLOADING;
 		a->j.result = 0;
+		a->j.fumo_result = 0;
+		if ((x = set_state(a, FUMO_IDLE, err)) != 0 || (x = set_state(a, FUMO_DL_PROGRESSING, err)) != 0)
+			return x;
+		take_args(&a->j, args);
 		if ((x = commit_or_fail(a, err)) != 0)
 			return x;
-	} else if ((x = new_job(a, url, op, 0, err)) != 0) {
+	} else if ((x = new_job(a, url, op, 0, args ? args : &none, err)) != 0) {
 		return x;
 	}
 	return drive(a, err);
@@ -1150,18 +1302,42 @@ int agent_download(struct agent *a, const char *url, bool and_update, struct fot
 
 int agent_update(struct agent *a, struct fota_error *err)
 {
+	return agent_update_op(a, NULL, err);
+}
+
+int agent_update_op(struct agent *a, const struct agent_op_args *args, struct fota_error *err)
+{
 	fota_error_clear(err);
-	if (a->j.phase != AGENT_PH_DOWNLOADED && a->j.phase != AGENT_PH_APPLYING && a->j.phase != AGENT_PH_APPLIED) {
+	int x;
+	/* Update again after 70 or 90: the package is still there */
+	bool again = (a->j.state == FUMO_UPD_FAILED_DATA || a->j.state == FUMO_UPD_OK_DATA) && a->j.head_ok;
+	if (a->j.phase != AGENT_PH_DOWNLOADED && a->j.phase != AGENT_PH_APPLYING && a->j.phase != AGENT_PH_APPLIED &&
+	    !again) {
 		fota_error_set(err, FOTA_E_ARG, "nothing to update: %s", a->j.phase == AGENT_PH_DOWNLOADING ?
 			       "the download is not complete (run resume)" : "no package is downloaded");
 		return agent_fail(a, AGENT_EXIT_STATE);
 	}
-	if (a->j.op == AGENT_OP_DOWNLOAD) {
+	if (again) {
+		a->j.phase = AGENT_PH_DOWNLOADED;
+		a->j.result = 0;
+		a->j.fumo_result = 0;
+		a->j.ap_next = 0;
+		a->j.ip_step = 0;
+		a->j.source_ok = false;
+		a->j.target_slot = 0;
+		a->j.defer_until_ms = 0;
+		a->j.defers = 0;
 		a->j.op = AGENT_OP_UPDATE;
-		int x = commit_or_fail(a, err);
-		if (x != 0)
-			return x;
+		if (args)
+			a->j.correlator[0] = 0;
 	}
+	if (a->j.op == AGENT_OP_DOWNLOAD)
+		a->j.op = AGENT_OP_UPDATE;
+	if (a->j.phase == AGENT_PH_DOWNLOADED && a->j.state != FUMO_READY && (x = set_state(a, FUMO_READY, err)) != 0)
+		return x;
+	take_args(&a->j, args);
+	if ((x = commit_or_fail(a, err)) != 0)
+		return x;
 	return drive(a, err);
 }
 
@@ -1169,6 +1345,8 @@ int agent_resume(struct agent *a, struct fota_error *err)
 {
 	fota_error_clear(err);
 	if (!job_active(&a->j)) {
+		if (a->j.reboot_pending)
+			return agent_policy_reboot(a, err);
 		agent_log(a, "nothing pending");
 		return AGENT_EXIT_OK;
 	}
@@ -1194,6 +1372,13 @@ int agent_cancel(struct agent *a, struct fota_error *err)
 	}
 	if (a->j.head_ok)
 		(void)load_package(a, NULL);
+	if (job_active(&a->j)) {
+		/* a user cancel (401): a download ends in 20, a downloaded package in 80 */
+		int x = set_state(a, a->j.state == FUMO_DL_PROGRESSING ? FUMO_DL_FAILED : FUMO_UPD_FAILED_NODATA, err);
+		if (x != 0)
+			return x;
+		raise_alert(a, FUMO_R_USER_CANCELLED);
+	}
 	snprintf(a->j.message, sizeof(a->j.message), "cancelled");
 	int x = end_job(a, AGENT_PH_IDLE, AGENT_EXIT_OK, NULL, false);
 	if (x == 0) {
@@ -1226,8 +1411,29 @@ int agent_status(struct agent *a, bool json, FILE *out, struct fota_error *err)
 	if (j->head_ok && (j->phase != AGENT_PH_DONE && j->phase != AGENT_PH_IDLE))
 		(void)load_package(a, &e2);
 	size_t n = a->m ? fota_manifest_chunk_count(a->m) : 0;
+	const char *pname = j->srv_pkg_name[0] ? j->srv_pkg_name : a->m ? a->m->name : j->pkg_name;
+	const char *pver = j->srv_pkg_version[0] ? j->srv_pkg_version : a->m ? a->m->version : j->pkg_version;
+	unsigned progress = 0;
+	if (j->state == FUMO_DL_PROGRESSING && n)
+		progress = (unsigned)((j->stream ? j->ap_next : j->dl_next) * 100 / n);
+	else if (j->state == FUMO_UPD_PROGRESSING && n)
+		progress = (unsigned)(j->ap_next * 100 / n);
+	else if (j->state == FUMO_DL_COMPLETE || j->state == FUMO_READY || j->state == FUMO_UPD_OK_DATA ||
+		 j->state == FUMO_UPD_OK_NODATA)
+		progress = 100;
 	if (json) {
-		fprintf(out, "{\"phase\":\"%s\",\"op\":\"%s\",\"url\":", agent_phase_name(j->phase), agent_op_name(j->op));
+		fprintf(out, "{\"state\":%d,\"state_name\":\"%s\",\"progress\":%u,\"pkg_name\":", j->state,
+			fumo_state_name(j->state), progress);
+		json_str(out, pname);
+		fprintf(out, ",\"pkg_version\":");
+		json_str(out, pver);
+		fprintf(out, ",\"correlator\":");
+		json_str(out, j->correlator);
+		fprintf(out, ",\"fumo_result\":%d,\"alert_pending\":%s,\"defer_until_ms\":%" PRId64
+			",\"reboot_pending\":%s,\"reboot_due_ms\":%" PRId64 ",\"reboot_defers\":%" PRIu64,
+			j->fumo_result, j->alert_pending ? "true" : "false", j->defer_until_ms,
+			j->reboot_pending ? "true" : "false", j->reboot_due_ms, j->reboot_defers);
+		fprintf(out, ",\"phase\":\"%s\",\"op\":\"%s\",\"url\":", agent_phase_name(j->phase), agent_op_name(j->op));
 		json_str(out, j->url);
 		fprintf(out, ",\"package\":");
 		if (a->m || j->pkg_name[0]) {
@@ -1251,7 +1457,21 @@ int agent_status(struct agent *a, bool json, FILE *out, struct fota_error *err)
 		json_str(out, j->message);
 		fprintf(out, "}\n");
 	} else {
+		fprintf(out, "state:          %d %s (%u%%)\n", j->state, fumo_state_name(j->state), progress);
 		fprintf(out, "phase:          %s\n", agent_phase_name(j->phase));
+		if (j->correlator[0])
+			fprintf(out, "correlator:     %s\n", j->correlator);
+		if (j->srv_pkg_name[0] || j->srv_pkg_version[0])
+			fprintf(out, "server package: %s %s\n", j->srv_pkg_name, j->srv_pkg_version);
+		if (j->fumo_result)
+			fprintf(out, "FUMO result:    %d (%s)\n", j->fumo_result, fumo_result_info(j->fumo_result)->name);
+		if (j->alert_pending)
+			fprintf(out, "alert:          pending, result %d (fota-agent report)\n", j->alert_result);
+		if (j->defer_until_ms)
+			fprintf(out, "deferred until: %" PRId64 " ms\n", j->defer_until_ms);
+		if (j->reboot_pending)
+			fprintf(out, "reboot:         deferred until %" PRId64 " ms (%" PRIu64 " deferrals)\n", j->reboot_due_ms,
+				j->reboot_defers);
 		if (j->op != AGENT_OP_NONE)
 			fprintf(out, "operation:      %s\nurl:            %s\n", agent_op_name(j->op), j->url);
 		if (a->m)
@@ -1272,4 +1492,75 @@ int agent_status(struct agent *a, bool json, FILE *out, struct fota_error *err)
 			fprintf(out, "message:        %s\n", j->message);
 	}
 	return AGENT_EXIT_OK;
+}
+
+static void xml_str(FILE *out, const char *s)
+{
+	for (; *s; s++) {
+		switch (*s) {
+		case '<': fputs("&lt;", out); break;
+		case '>': fputs("&gt;", out); break;
+		case '&': fputs("&amp;", out); break;
+		case '"': fputs("&quot;", out); break;
+		case '\'': fputs("&apos;", out); break;
+		default:
+			if ((unsigned char)*s >= 0x20)
+				fputc(*s, out);
+		}
+	}
+}
+
+int agent_report(struct agent *a, bool syncml, FILE *out, struct fota_error *err)
+{
+	fota_error_clear(err);
+	const struct agent_journal *j = &a->j;
+	if (!j->alert_pending) {
+		fota_error_set(err, FOTA_E_ARG, "no alert to report");
+		return agent_fail(a, AGENT_EXIT_STATE);
+	}
+	const char *type = fumo_alert_type(j->alert_op);
+	char source[1024];
+	snprintf(source, sizeof(source), "%s/%s", a->cfg->fumo_node, fumo_op_node(j->alert_op));
+	if (!syncml) {
+		fprintf(out, "{\"result\":%d,\"alert_type\":\"%s\",\"correlator\":", j->alert_result, type);
+		json_str(out, j->alert_correlator);
+		fprintf(out, ",\"source\":");
+		json_str(out, source);
+		fprintf(out, ",\"result_name\":\"%s\",\"state\":%d}\n", fumo_result_info(j->alert_result)->name, j->state);
+		return AGENT_EXIT_OK;
+	}
+	/* OMA DM 1.2 Generic Alert (1226), as the DM client puts it in its next package */
+	fprintf(out, "<Alert>\n  <CmdID>1</CmdID>\n  <Data>1226</Data>\n");
+	if (j->alert_correlator[0]) {
+		fprintf(out, "  <Correlator>");
+		xml_str(out, j->alert_correlator);
+		fprintf(out, "</Correlator>\n");
+	}
+	fprintf(out, "  <Item>\n    <Source><LocURI>");
+	xml_str(out, source);
+	fprintf(out, "</LocURI></Source>\n    <Meta>\n"
+		"      <Type xmlns=\"syncml:metinf\">%s</Type>\n"
+		"      <Format xmlns=\"syncml:metinf\">int</Format>\n"
+		"      <Mark xmlns=\"syncml:metinf\">%s</Mark>\n"
+		"    </Meta>\n    <Data>%d</Data>\n  </Item>\n</Alert>\n",
+		type, j->alert_result == FUMO_R_OK ? "informational" : "critical", j->alert_result);
+	return AGENT_EXIT_OK;
+}
+
+int agent_report_ack(struct agent *a, struct fota_error *err)
+{
+	fota_error_clear(err);
+	if (!a->j.alert_pending) {
+		agent_log(a, "no alert to acknowledge");
+		return AGENT_EXIT_OK;
+	}
+	a->j.alert_pending = false;
+	/* the states that end a job without data go back to Idle/Start once reported */
+	int st = a->j.state;
+	if (!job_active(&a->j) && (st == FUMO_DL_FAILED || st == FUMO_UPD_FAILED_NODATA || st == FUMO_UPD_OK_NODATA)) {
+		int x = set_state(a, FUMO_IDLE, err);
+		if (x != 0)
+			return x;
+	}
+	return commit_or_fail(a, err);
 }

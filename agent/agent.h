@@ -42,6 +42,8 @@ enum agent_exit {
 	AGENT_EXIT_STATE = 11,         /* not possible now: nothing to update, another job pending, cancel refused */
 	AGENT_EXIT_HOOK = 12,          /* the slot-switch or active-slot command failed (resume retries) */
 	AGENT_EXIT_BUSY = 13,          /* another fota-agent holds the state directory */
+	AGENT_EXIT_CANCELLED = 14,     /* the user cancelled or declined (FUMO result 401) */
+	AGENT_EXIT_DEFERRED = 15,      /* the user deferred the install; resume asks again when it is due */
 };
 
 struct agent_exit_info {
@@ -76,12 +78,29 @@ struct agent;
 fota_status agent_open(const struct agent_env *env, struct agent **out, struct fota_error *err) FOTA_WUR;
 void agent_close(struct agent *a);
 
+/* What the DM server gave with the operation (each may be NULL): kept with the job and
+ * in its Generic Alert. */
+struct agent_op_args {
+	const char *correlator;
+	const char *pkg_name, *pkg_version;
+};
+
 int agent_download(struct agent *a, const char *url, bool and_update, struct fota_error *err);
+int agent_download_op(struct agent *a, const char *url, bool and_update, const struct agent_op_args *args,
+		      struct fota_error *err);
+int agent_update_op(struct agent *a, const struct agent_op_args *args, struct fota_error *err);
 int agent_update(struct agent *a, struct fota_error *err);
 int agent_resume(struct agent *a, struct fota_error *err);
 int agent_cancel(struct agent *a, struct fota_error *err);
 /* Print the job's state, as text or as one JSON object. */
 int agent_status(struct agent *a, bool json, FILE *out, struct fota_error *err);
+
+/* The Generic Alert of the last finished operation: as JSON (keys result, alert_type,
+ * correlator, source, ...) or as a SyncML Alert 1226 fragment. AGENT_EXIT_STATE when
+ * there is none. */
+int agent_report(struct agent *a, bool syncml, FILE *out, struct fota_error *err);
+/* The DM client delivered the alert: forget it (ending 20, 80, 100 in Idle/Start). */
+int agent_report_ack(struct agent *a, struct fota_error *err);
 
 const struct agent_journal *agent_journal(const struct agent *a);
 /* Payload and head bytes received from the network by this agent object. */

@@ -8,6 +8,7 @@
 #include "fota/manifest.h"
 #include "agent.h"
 #include "fetch.h"
+#include "fumo.h"
 
 #define AGENT_IO_BUF (128u << 10) /* one read/write piece */
 /* Store-mode download and A/B apply journal their progress at most this often (as
@@ -31,6 +32,7 @@ struct agent {
 	struct fota_storage *cache;      /* store-mode cache, open while downloading */
 	uint8_t *buf, *buf2;             /* AGENT_IO_BUF each */
 	int exit;                        /* exit code of the failure being reported */
+	enum fumo_cause cause;           /* what the failure was, beyond its exit code (fumo.h) */
 	int64_t last_checkpoint_ms;      /* when the journal was last committed for progress */
 };
 

@@ -11,7 +11,7 @@
 #include "fota/util.h"
 #include "config.h"
 
-enum ktype { K_STR, K_U64, K_MODE, K_SLOT, K_TRUST, K_DLMODE };
+enum ktype { K_STR, K_U64, K_MODE, K_SLOT, K_TRUST, K_DLMODE, K_BOOL, K_POPUP, K_ROAM };
 
 struct key {
 	const char *section, *name;
@@ -45,6 +45,24 @@ static const struct key keys[] = {
 	{ "download", "connect_timeout_seconds", K_U64, OFF(connect_timeout_s), 3600, 1 },
 	{ "download", "ca_bundle", K_STR, OFF(ca_bundle), 0, 0 },
 	{ "download", "receive_buffer_bytes", K_U64, OFF(receive_buffer), 1u << 26, 1 },
+	{ "agent", "fumo_node", K_STR, OFF(fumo_node), 0, 0 },
+	{ "agent", "keep_package", K_BOOL, OFF(keep_package), 0, 0 },
+	{ "device", "reboot_command", K_STR, OFF(reboot_command), 0, 0 },
+	{ "ui", "consent_command", K_STR, OFF(consent_command), 0, 0 },
+	{ "ui", "notify_command", K_STR, OFF(notify_command), 0, 0 },
+	{ "ui", "data_charge_command", K_STR, OFF(data_charge_command), 0, 0 },
+	{ "ui", "reboot_prompt_command", K_STR, OFF(reboot_prompt_command), 0, 0 },
+	{ "ui", "install_message", K_STR, OFF(install_message), 0, 0 },
+	{ "ui", "hook_timeout_seconds", K_U64, OFF(hook_timeout_s), 24u * 3600, 1 },
+	{ "ui", "popup_low", K_POPUP, OFF(popup[0]), 0, 0 },
+	{ "ui", "popup_medium", K_POPUP, OFF(popup[1]), 0, 0 },
+	{ "ui", "popup_high", K_POPUP, OFF(popup[2]), 0, 0 },
+	{ "ui", "defer_minutes", K_U64, OFF(defer_s), 30u * 24 * 60, 60 },
+	{ "ui", "reboot_max_defers", K_U64, OFF(reboot_max_defers), 1000, 1 },
+	{ "ui", "reboot_max_total_minutes", K_U64, OFF(reboot_max_total_s), 30u * 24 * 60, 60 },
+	{ "network", "status_command", K_STR, OFF(net_status_command), 0, 0 },
+	{ "network", "status_file", K_STR, OFF(net_status_file), 0, 0 },
+	{ "network", "roaming", K_ROAM, OFF(roaming), 0, 0 },
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -126,6 +144,31 @@ static int handler(void *user, const char *section, const char *name, const char
 		else
 			return fail(p, section, name, "must be store or stream");
 		break;
+	case K_BOOL:
+		if (strcmp(value, "yes") == 0 || strcmp(value, "true") == 0)
+			*(bool *)field = true;
+		else if (strcmp(value, "no") == 0 || strcmp(value, "false") == 0)
+			*(bool *)field = false;
+		else
+			return fail(p, section, name, "must be yes or no");
+		break;
+	case K_POPUP:
+		if (strcmp(value, "none") == 0)
+			*(enum agent_popup *)field = AGENT_POPUP_NONE;
+		else if (strcmp(value, "notify") == 0)
+			*(enum agent_popup *)field = AGENT_POPUP_NOTIFY;
+		else if (strcmp(value, "prompt") == 0)
+			*(enum agent_popup *)field = AGENT_POPUP_PROMPT;
+		else
+			return fail(p, section, name, "must be none, notify or prompt");
+		break;
+	case K_ROAM: {
+		int r = fota_roaming_parse(value);
+		if (r < 0)
+			return fail(p, section, name, "must be allow, deny or wifi-only");
+		*(enum fota_roaming *)field = (enum fota_roaming)r;
+		break;
+	}
 	case K_TRUST: {
 		const char *s = value;
 		while (*s) {
@@ -206,6 +249,11 @@ static fota_status check(struct parse_ctx *p)
 					      "%s: [device] slot_a/slot_b/active_slot/switch_command: only for mode = ab",
 					      p->origin);
 	}
+	if (c->net_status_command && c->net_status_file)
+		return fota_error_set(p->err, FOTA_E_ARG, "%s: [network] status_command and status_file: give only one",
+				      p->origin);
+	if (c->hook_timeout_s == 0)
+		return fota_error_set(p->err, FOTA_E_ARG, "%s: [ui] hook_timeout_seconds: must be at least 1", p->origin);
 	if (c->backoff_base_s == 0)
 		return fota_error_set(p->err, FOTA_E_ARG, "%s: [download] backoff_base_seconds: must be at least 1",
 				      p->origin);
@@ -226,6 +274,14 @@ fota_status agent_config_parse(const char *text, const char *origin, struct agen
 	c->low_speed_limit = 1024;
 	c->low_speed_time_s = 60;
 	c->connect_timeout_s = 30;
+	c->hook_timeout_s = 60;
+	c->popup[0] = AGENT_POPUP_NOTIFY;
+	c->popup[1] = AGENT_POPUP_PROMPT;
+	c->popup[2] = AGENT_POPUP_PROMPT;
+	c->defer_s = 60 * 60;
+	c->reboot_max_defers = 3;
+	c->reboot_max_total_s = 24 * 60 * 60;
+	c->roaming = FOTA_ROAM_ALLOW;
 	struct parse_ctx p = { .c = c, .origin = origin, .err = err };
 	int line = ini_parse_string(text, handler, &p);
 	fota_status rc;
@@ -237,6 +293,8 @@ fota_status agent_config_parse(const char *text, const char *origin, struct agen
 	} else {
 		rc = check(&p);
 	}
+	if (rc == FOTA_OK && !c->fumo_node && !(c->fumo_node = strdup("./FwUpdate/fota")))
+		rc = fota_error_set(err, FOTA_E_NOMEM, "%s: out of memory", origin);
 	if (rc != FOTA_OK) {
 		if (err && err->code == FOTA_OK)
 			err->code = FOTA_E_ARG;
@@ -280,5 +338,14 @@ void agent_config_free(struct agent_config *c)
 		free(c->trust[i]);
 	free(c->crl);
 	free(c->ca_bundle);
+	free(c->fumo_node);
+	free(c->reboot_command);
+	free(c->consent_command);
+	free(c->notify_command);
+	free(c->data_charge_command);
+	free(c->reboot_prompt_command);
+	free(c->install_message);
+	free(c->net_status_command);
+	free(c->net_status_file);
 	free(c);
 }

@@ -17,6 +17,8 @@
 #define AGENT_TRUST_MAX 8            /* root CA files */
 
 enum agent_dl_mode { AGENT_DL_STORE = 0, AGENT_DL_STREAM = 1 };
+/* What the agent does before downloading a package of a given SI priority. */
+enum agent_popup { AGENT_POPUP_NONE = 0, AGENT_POPUP_NOTIFY = 1, AGENT_POPUP_PROMPT = 2 };
 
 struct agent_config {
 	/* [device] */
@@ -43,6 +45,23 @@ struct agent_config {
 	uint64_t connect_timeout_s;
 	char *ca_bundle;                /* https: CA file; NULL = the system default */
 	uint64_t receive_buffer;        /* SO_RCVBUF bytes; 0 = the system default */
+	/* FUMO and user policies (issue 6) */
+	char *fumo_node;                /* [agent] URI of the FUMO node, the alert's source */
+	bool keep_package;              /* [agent] keep the package after a successful install (state 90) */
+	char *reboot_command;           /* [device] reboots the device; NULL = none */
+	char *consent_command;          /* [ui] hooks; NULL = not configured */
+	char *notify_command;
+	char *data_charge_command;
+	char *reboot_prompt_command;
+	char *install_message;          /* [ui] default install message; NULL = none */
+	uint64_t hook_timeout_s;
+	enum agent_popup popup[3];      /* [ui] popup_low, popup_medium, popup_high */
+	uint64_t defer_s;               /* [ui] consent defer interval */
+	uint64_t reboot_max_defers;
+	uint64_t reboot_max_total_s;
+	char *net_status_command;       /* [network] prints home, roaming, wifi or offline */
+	char *net_status_file;          /* [network] holds one of those words */
+	enum fota_roaming roaming;      /* [network] policy: allow, deny, wifi-only */
 };
 
 /* Parse configuration text (NUL-terminated). origin names it in messages.

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 
 #include "agent.h"
 #include "config.h"
+#include "fumo.h"
 #include "storage.h"
 
 static void usage(FILE *f)
@@ -21,14 +23,23 @@ static void usage(FILE *f)
 	fprintf(f,
 "Usage: fota-agent -c CONF [-q] COMMAND\n"
 "\n"
-"Commands:\n"
-"  download URL             fetch and verify the package; leave it ready to update\n"
-"  update                   apply the downloaded package\n"
-"  download-and-update URL  both\n"
-"  resume                   continue whatever was interrupted (run at boot); does\n"
-"                           nothing when nothing is pending\n"
-"  status [--json]          the job's state\n"
-"  cancel                   drop the job (refused once an in-place update writes)\n"
+"Commands (FUMO operations Download, Update, DownloadAndUpdate):\n"
+"  download [OPS] URL             fetch and verify the package; leave it ready to update\n"
+"  update [OPS]                   apply the downloaded package\n"
+"  download-and-update [OPS] URL  both\n"
+"  resume                   continue whatever was interrupted (run at boot), ask again\n"
+"                           for a deferred install or reboot when due; does nothing\n"
+"                           when nothing is pending\n"
+"  status [--json]          the job's FUMO state, progress, package\n"
+"  cancel                   drop the job as a user cancel (401; refused once an\n"
+"                           in-place update writes)\n"
+"  report [--json|--syncml|--ack]\n"
+"                           the Generic Alert of the last finished operation (text\n"
+"                           and --json: keys result, alert_type, correlator, source);\n"
+"                           --ack: the DM client delivered it, forget it\n"
+"\n"
+"OPS: --correlator ID, --pkg-name NAME, --pkg-version VERSION (from the DM server;\n"
+"kept with the job and in its alert).\n"
 "\n"
 "URLs: http://, https://, file:///ABSOLUTE/PATH.\n"
 "\n"
@@ -42,6 +53,10 @@ static void usage(FILE *f)
 	for (size_t i = 0; i < agent_exit_count; i++)
 		fprintf(f, "  %2d  %-15s %s\n", agent_exit_table[i].code, agent_exit_table[i].name,
 			agent_exit_table[i].meaning);
+	fprintf(f, "\nFUMO result codes (report, status --json), with the exit status of a job ending so:\n");
+	for (size_t i = 0; i < fumo_result_count; i++)
+		fprintf(f, "  %3d  exit %2d  %s\n", fumo_result_table[i].code, fumo_result_table[i].exit,
+			fumo_result_table[i].when);
 }
 
 static int die(int code, const char *fmt, ...) FOTA_PRINTF(2, 3);
@@ -111,8 +126,26 @@ int main(int argc, char **argv)
 		return die(AGENT_EXIT_USAGE, "%s", "missing command (try --help)");
 	const char *cmd = argv[optind++];
 	const char *url = NULL;
-	bool json = false;
-	if (strcmp(cmd, "download") == 0 || strcmp(cmd, "download-and-update") == 0) {
+	bool json = false, syncml = false, ack = false;
+	struct agent_op_args args = { NULL, NULL, NULL };
+	const bool is_dl = strcmp(cmd, "download") == 0 || strcmp(cmd, "download-and-update") == 0;
+	if (is_dl || strcmp(cmd, "update") == 0) {
+		while (optind < argc && strncmp(argv[optind], "--", 2) == 0) {
+			const char **dst = strcmp(argv[optind], "--correlator") == 0 ? &args.correlator
+					   : strcmp(argv[optind], "--pkg-name") == 0 ? &args.pkg_name
+					   : strcmp(argv[optind], "--pkg-version") == 0 ? &args.pkg_version : NULL;
+			if (!dst)
+				return die(AGENT_EXIT_USAGE, "%s: unknown option '%s'", cmd, argv[optind]);
+			if (optind + 1 >= argc || !argv[optind + 1][0])
+				return die(AGENT_EXIT_USAGE, "%s: %s needs a value", cmd, argv[optind]);
+			size_t cap = dst == &args.correlator ? AGENT_CORRELATOR_MAX : FOTA_STRING_MAX;
+			if (strlen(argv[optind + 1]) > cap)
+				return die(AGENT_EXIT_USAGE, "%s: %s: longer than %zu bytes", cmd, argv[optind], cap);
+			*dst = argv[optind + 1];
+			optind += 2;
+		}
+	}
+	if (is_dl) {
 		if (optind >= argc)
 			return die(AGENT_EXIT_USAGE, "%s: missing URL", cmd);
 		url = argv[optind++];
@@ -121,6 +154,15 @@ int main(int argc, char **argv)
 			json = true;
 			optind++;
 		}
+	} else if (strcmp(cmd, "report") == 0) {
+		if (optind < argc && strcmp(argv[optind], "--json") == 0)
+			json = true;
+		else if (optind < argc && strcmp(argv[optind], "--syncml") == 0)
+			syncml = true;
+		else if (optind < argc && strcmp(argv[optind], "--ack") == 0)
+			ack = true;
+		if (json || syncml || ack)
+			optind++;
 	} else if (strcmp(cmd, "update") != 0 && strcmp(cmd, "resume") != 0 && strcmp(cmd, "cancel") != 0) {
 		return die(AGENT_EXIT_USAGE, "unknown command '%s' (try --help)", cmd);
 	}
@@ -129,6 +171,9 @@ int main(int argc, char **argv)
 	if (!conf)
 		return die(AGENT_EXIT_USAGE, "%s", "missing -c CONF");
 
+	/* under a file-size limit, a write fails with EFBIG (reported as out of space, 501
+	 * or 502) instead of killing the agent */
+	signal(SIGXFSZ, SIG_IGN);
 	struct fota_error err;
 	fota_error_clear(&err);
 	struct agent_config *cfg = NULL;
@@ -143,7 +188,8 @@ int main(int argc, char **argv)
 	char lockpath[4200];
 	snprintf(lockpath, sizeof(lockpath), "%s/lock", cfg->state_dir);
 	int lock = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (lock < 0 || flock(lock, strcmp(cmd, "status") == 0 ? LOCK_SH | LOCK_NB : LOCK_EX | LOCK_NB) != 0) {
+	const bool readonly = strcmp(cmd, "status") == 0 || (strcmp(cmd, "report") == 0 && !ack);
+	if (lock < 0 || flock(lock, readonly ? LOCK_SH | LOCK_NB : LOCK_EX | LOCK_NB) != 0) {
 		int e = errno;
 		fota_store_close(st);
 		agent_config_free(cfg);
@@ -164,9 +210,13 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (url)
-		rc = agent_download(a, url, strcmp(cmd, "download-and-update") == 0, &err);
+		rc = agent_download_op(a, url, strcmp(cmd, "download-and-update") == 0, &args, &err);
 	else if (strcmp(cmd, "update") == 0)
-		rc = agent_update(a, &err);
+		rc = agent_update_op(a, &args, &err);
+	else if (strcmp(cmd, "report") == 0 && ack)
+		rc = agent_report_ack(a, &err);
+	else if (strcmp(cmd, "report") == 0)
+		rc = agent_report(a, syncml, stdout, &err);
 	else if (strcmp(cmd, "resume") == 0)
 		rc = agent_resume(a, &err);
 	else if (strcmp(cmd, "cancel") == 0)

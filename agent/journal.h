@@ -11,8 +11,9 @@
  *   APPLIED      every target is written and verified; the slot switch is pending
  *   DONE / FAILED  the job ended (result and message say how)
  * The format is JSON, parsed strictly (unknown keys and bad values are refused).
- * Room is left for the FUMO state machine: phases map onto FUMO states, and the record
- * only gains keys with a new version.
+ * Version 2 adds the FUMO state, result and correlator, the policy answers, the pending
+ * Generic Alert and the delayed reboot; a version 1 record still loads (its FUMO state
+ * follows from the phase).
  */
 #ifndef FOTA_AGENT_JOURNAL_H
 #define FOTA_AGENT_JOURNAL_H
@@ -27,6 +28,7 @@
 #define AGENT_JOURNAL_MAX (64u << 10)
 #define AGENT_URL_MAX 2048
 #define AGENT_VALIDATOR_MAX 256
+#define AGENT_CORRELATOR_MAX 256
 
 enum agent_phase {
 	AGENT_PH_IDLE = 0,
@@ -62,6 +64,25 @@ struct agent_journal {
 	char pkg_version[FOTA_STRING_MAX + 1];
 	int result;                                   /* exit code of the job's end (DONE/FAILED) */
 	char message[512];                            /* what happened last */
+	/* version 2: FUMO (fumo.h) and the user policies */
+	int state;                                    /* FUMO state, 10..100 */
+	int fumo_result;                              /* result code of the job's end; 0 while it runs */
+	char correlator[AGENT_CORRELATOR_MAX + 1];    /* from the DM server, "" = none */
+	char srv_pkg_name[FOTA_STRING_MAX + 1];       /* PkgName/PkgVersion the server gave, "" = none */
+	char srv_pkg_version[FOTA_STRING_MAX + 1];
+	bool dl_consent;                              /* download popup and data-charge notice passed */
+	int64_t defer_until_ms;                       /* install deferred until then; 0 = not deferred */
+	uint64_t defers;                              /* install deferrals of this job */
+	/* the Generic Alert of the last finished operation, kept across jobs until acknowledged */
+	bool alert_pending;
+	enum agent_op alert_op;
+	int alert_result;
+	char alert_correlator[AGENT_CORRELATOR_MAX + 1];
+	/* delayed reboot after a successful install */
+	bool reboot_pending;
+	int64_t reboot_due_ms;
+	uint64_t reboot_defers;                       /* deferrals so far */
+	uint64_t reboot_deferred_min;                 /* minutes deferred so far */
 };
 
 /* Serialise to JSON. *out malloc'd, owned by the caller. */
@@ -71,6 +92,8 @@ fota_status agent_journal_format(const struct agent_journal *j, char **out, size
 fota_status agent_journal_parse(const uint8_t *buf, size_t len, struct agent_journal *j,
 				struct fota_error *err) FOTA_WUR;
 const char *agent_phase_name(enum agent_phase p);
+/* The FUMO state a version 1 record (no "state" key) stands for. */
+int agent_journal_v1_state(const struct agent_journal *j);
 const char *agent_op_name(enum agent_op op);
 
 #endif

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../agent/fumo.c"
 #include "../../agent/journal.c"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -44,7 +45,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (la != lb || memcmp(a, b, la) != 0)
 		fuzz_fail("format is not a fixed point", NULL);
 	if (j.phase != k.phase || j.op != k.op || j.ap_next != k.ap_next || j.dl_next != k.dl_next ||
-	    j.ip_step != k.ip_step || strcmp(j.url, k.url) != 0)
+	    j.ip_step != k.ip_step || strcmp(j.url, k.url) != 0 || j.state != k.state ||
+	    j.alert_pending != k.alert_pending || j.alert_result != k.alert_result || strcmp(j.correlator, k.correlator) != 0)
 		fuzz_fail("round trip changed the record", NULL);
 	free(a);
 	free(b);
