@@ -1,0 +1,367 @@
+/*
+ * Suite agent/apply: what streaming apply ([download] mode = stream) promises when a
+ * chunk payload arrives corrupt. The devices and the state store are the power-cut
+ * simulation wrapped by a probe that checks every write to the target slot or
+ * partition against the target image, so "the corrupt chunk is never written" is
+ * asserted on each write, not only on the end result:
+ *   - a chunk that arrives corrupt once is fetched again and applied from the good copy;
+ *   - a server that keeps sending a corrupt chunk makes the job fail with a clear error:
+ *     the chunk is fetched twice, never applied, the earlier verified chunks are in the
+ *     inactive slot (or the partition), and the source slot is untouched.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../agent/journal.h"
+#include "test_agent_util.h"
+#include "unit.h"
+
+/* ---- a probe around the sim devices and store ---- */
+
+struct probe {
+	const uint8_t *want;       /* the target image */
+	size_t want_len;
+	const char *watch;         /* device whose writes are checked */
+	uint64_t writes, bad_writes;
+	uint64_t lo, hi;           /* writes to the watched device overlapping [lo, hi) */
+	uint64_t range_writes;
+	const char *corrupt;       /* state file whose next corrupt_left writes get a byte flipped */
+	int corrupt_left;
+	uint64_t corrupted;
+	struct fota_devices inner_dev;
+	struct fota_store *inner_store;
+};
+
+struct wrap {
+	struct fota_storage base;
+	struct fota_storage *in;
+	struct probe *p;
+	bool watch, corrupt;
+};
+
+static fota_status w_read(struct fota_storage *s, uint64_t off, void *buf, size_t len, struct fota_error *err)
+{
+	struct wrap *w = (struct wrap *)s;
+	return fota_storage_read(w->in, off, buf, len, err);
+}
+
+static fota_status w_write(struct fota_storage *s, uint64_t off, const void *buf, size_t len, struct fota_error *err)
+{
+	struct wrap *w = (struct wrap *)s;
+	struct probe *p = w->p;
+	if (w->watch) {
+		p->writes++;
+		if (off > p->want_len || len > p->want_len - off || memcmp(buf, p->want + off, len) != 0)
+			p->bad_writes++;
+		if (off < p->hi && off + len > p->lo)
+			p->range_writes++;
+	}
+	if (w->corrupt && p->corrupt_left > 0 && len > 0) {
+		uint8_t *copy = malloc(len);
+		if (!copy)
+			return fota_error_set(err, FOTA_E_NOMEM, "probe: out of memory");
+		memcpy(copy, buf, len);
+		copy[len / 2] ^= 0x40;
+		p->corrupt_left--;
+		p->corrupted++;
+		fota_status rc = fota_storage_write(w->in, off, copy, len, err);
+		free(copy);
+		return rc;
+	}
+	return fota_storage_write(w->in, off, buf, len, err);
+}
+
+static fota_status w_sync(struct fota_storage *s, struct fota_error *err)
+{
+	return fota_storage_sync(((struct wrap *)s)->in, err);
+}
+
+static fota_status w_size(struct fota_storage *s, uint64_t *out, struct fota_error *err)
+{
+	return fota_storage_size(((struct wrap *)s)->in, out, err);
+}
+
+static void w_close(struct fota_storage *s)
+{
+	struct wrap *w = (struct wrap *)s;
+	fota_storage_close(w->in);
+	free(w);
+}
+
+static const struct fota_storage_ops wrap_ops = { w_read, w_write, w_sync, w_size, w_close };
+
+static fota_status wrap_storage(struct probe *p, struct fota_storage *in, bool watch, bool corrupt,
+				struct fota_storage **out, struct fota_error *err)
+{
+	struct wrap *w = calloc(1, sizeof(*w));
+	if (!w) {
+		fota_storage_close(in);
+		return fota_error_set(err, FOTA_E_NOMEM, "probe: out of memory");
+	}
+	w->base.ops = &wrap_ops;
+	w->base.concurrent_reads = false;
+	snprintf(w->base.name, sizeof(w->base.name), "%s", in->name);
+	w->in = in;
+	w->p = p;
+	w->watch = watch;
+	w->corrupt = corrupt;
+	*out = &w->base;
+	return FOTA_OK;
+}
+
+static fota_status probe_dev_open(void *ctx, const char *path, bool writable, struct fota_storage **out,
+				  struct fota_error *err)
+{
+	struct probe *p = ctx;
+	struct fota_storage *in = NULL;
+	fota_status rc = p->inner_dev.open(p->inner_dev.ctx, path, writable, &in, err);
+	if (rc != FOTA_OK)
+		return rc;
+	return wrap_storage(p, in, strcmp(path, p->watch) == 0, false, out, err);
+}
+
+struct probe_store {
+	struct fota_store base;
+	struct probe *p;
+};
+
+static fota_status ps_load(struct fota_store *st, const char *name, size_t max, uint8_t **data, size_t *len,
+			   bool *found, struct fota_error *err)
+{
+	struct fota_store *in = ((struct probe_store *)st)->p->inner_store;
+	return in->ops->load(in, name, max, data, len, found, err);
+}
+
+static fota_status ps_commit(struct fota_store *st, const char *name, const void *data, size_t len,
+			     struct fota_error *err)
+{
+	struct fota_store *in = ((struct probe_store *)st)->p->inner_store;
+	return in->ops->commit(in, name, data, len, err);
+}
+
+static fota_status ps_remove(struct fota_store *st, const char *name, struct fota_error *err)
+{
+	struct fota_store *in = ((struct probe_store *)st)->p->inner_store;
+	return in->ops->remove(in, name, err);
+}
+
+static fota_status ps_open(struct fota_store *st, const char *name, bool create, struct fota_storage **out,
+			   struct fota_error *err)
+{
+	struct probe *p = ((struct probe_store *)st)->p;
+	struct fota_storage *in = NULL;
+	fota_status rc = p->inner_store->ops->open(p->inner_store, name, create, &in, err);
+	if (rc != FOTA_OK)
+		return rc;
+	return wrap_storage(p, in, false, p->corrupt && strcmp(name, p->corrupt) == 0, out, err);
+}
+
+static void ps_close(struct fota_store *st)
+{
+	(void)st; /* the sim owns the inner store; the probe store lives in the test */
+}
+
+static const struct fota_store_ops probe_store_ops = { ps_load, ps_commit, ps_remove, ps_open, ps_close };
+
+/* ---- a device with a streamed job ---- */
+
+struct dev {
+	struct fota_sim *sim;
+	struct agent_config *cfg;
+	struct tclock ck;
+	struct probe p;
+	struct probe_store ps;
+	uint8_t *src, *dst;
+	size_t len;
+	char path[600], url[640];
+	char msg[FOTA_ERROR_MSG_MAX];
+	char *log;
+	size_t log_len;
+	struct agent_journal j;
+};
+
+static int dev_init(struct dev *d, enum fota_mode mode, struct tpkg *o, const char *tag)
+{
+	memset(d, 0, sizeof(*d));
+	tagent_pair(&d->src, &d->dst, &d->len, 23);
+	snprintf(d->path, sizeof(d->path), "%s/apply-%s.fota", unit_tmpdir(), tag);
+	snprintf(d->url, sizeof(d->url), "file://%s", d->path);
+	o->mode = mode;
+	if (tagent_build(d->path, d->src, d->len, d->dst, d->len, o) != 0)
+		return -1;
+	d->sim = fota_sim_new();
+	d->cfg = tagent_config(mode, true, NULL);
+	uint8_t *junk = malloc(d->len + 4096), *zero = calloc(1, 131072);
+	if (!d->sim || !d->cfg || !junk || !zero)
+		return -1;
+	for (size_t i = 0; i < d->len + 4096; i++)
+		junk[i] = (uint8_t)(i * 131 + 7);
+	int rc = 0;
+	if (mode == FOTA_MODE_AB) {
+		if (fota_sim_dev_set(d->sim, "slot_a", d->src, d->len) != FOTA_OK ||
+		    fota_sim_dev_set(d->sim, "slot_b", junk, d->len + 4096) != FOTA_OK)
+			rc = -1;
+	} else if (fota_sim_dev_set(d->sim, "part", d->src, d->len) != FOTA_OK ||
+		   fota_sim_dev_set(d->sim, "scratch", zero, 131072) != FOTA_OK) {
+		rc = -1;
+	}
+	free(junk);
+	free(zero);
+	d->p.want = d->dst;
+	d->p.want_len = d->len;
+	d->p.watch = mode == FOTA_MODE_AB ? "slot_b" : "part";
+	d->p.inner_dev = fota_sim_devices(d->sim);
+	d->p.inner_store = fota_sim_store(d->sim);
+	d->ps.base.ops = &probe_store_ops;
+	d->ps.p = &d->p;
+	return rc;
+}
+
+static void dev_free(struct dev *d)
+{
+	fota_sim_free(d->sim);
+	agent_config_free(d->cfg);
+	free(d->src);
+	free(d->dst);
+	free(d->log);
+}
+
+/* download-and-update (dau) or resume through the probe; the log is kept in d->log. */
+static int dev_run(struct dev *d, bool dau)
+{
+	free(d->log);
+	d->log = NULL;
+	FILE *log = open_memstream(&d->log, &d->log_len);
+	struct fota_devices dv = { &d->p, probe_dev_open };
+	struct agent_env env = { d->cfg, &d->ps.base, dv, tagent_clock(&d->ck), log };
+	struct agent *a = NULL;
+	struct fota_error err;
+	fota_error_clear(&err);
+	int rc = -1;
+	if (agent_open(&env, &a, &err) == FOTA_OK) {
+		rc = dau ? agent_download(a, d->url, true, &err) : agent_resume(a, &err);
+		d->j = *agent_journal(a);
+		agent_close(a);
+	}
+	snprintf(d->msg, sizeof(d->msg), "%s", err.msg);
+	if (log)
+		fclose(log);
+	return rc;
+}
+
+static bool dev_range_is(struct dev *d, const char *name, uint64_t off, uint64_t len, const uint8_t *want)
+{
+	size_t n = 0;
+	uint8_t *got = fota_sim_dev_get(d->sim, name, &n);
+	bool ok = got && off <= n && len <= n - off && memcmp(got + off, want, len) == 0;
+	free(got);
+	return ok;
+}
+
+/* ---- cases ---- */
+
+#define CHUNK 8192u
+
+/* The server keeps sending chunk 3 corrupt (A/B, full chunks of CHUNK bytes). */
+static void test_agent_apply_stream_corrupt_server_ab(void)
+{
+	struct dev d;
+	struct tpkg o = { .model = "HX-100", .corrupt_chunk = 3, .chunk = CHUNK };
+	CU_ASSERT_EQUAL_FATAL(dev_init(&d, FOTA_MODE_AB, &o, "bad-ab"), 0);
+	d.p.lo = 3 * CHUNK;
+	d.p.hi = 4 * CHUNK;
+	int rc = dev_run(&d, true);
+	CU_ASSERT_EQUAL(rc, AGENT_EXIT_CORRUPT);
+	CU_ASSERT_PTR_NOT_NULL(strstr(d.msg, "chunk 3: payload sha256 does not match the manifest (fetched twice)"));
+	/* it was fetched again before the job gave up */
+	CU_ASSERT_PTR_NOT_NULL(d.log && strstr(d.log, "chunk 3: payload sha256 mismatch; fetching it again"));
+	if (rc != AGENT_EXIT_CORRUPT || !strstr(d.msg, "fetched twice"))
+		fprintf(stderr, "\n  bad-ab: exit %d: %s\n", rc, d.msg);
+	/* every byte ever written to the inactive slot is a target byte, and nothing was
+	 * written to chunk 3's range */
+	CU_ASSERT(d.p.writes > 0);
+	CU_ASSERT_EQUAL(d.p.bad_writes, 0);
+	CU_ASSERT_EQUAL(d.p.range_writes, 0);
+	/* what stream mode cannot promise: the verified chunks before it are in the slot */
+	CU_ASSERT(dev_range_is(&d, "slot_b", 0, 3 * CHUNK, d.dst));
+	CU_ASSERT_FALSE(dev_range_is(&d, "slot_b", 3 * CHUNK, CHUNK, d.dst + 3 * CHUNK));
+	/* the source slot: never opened for writing, content unchanged */
+	CU_ASSERT_EQUAL(fota_sim_dev_writes(d.sim, "slot_a"), 0);
+	CU_ASSERT(dev_range_is(&d, "slot_a", 0, d.len, d.src));
+	CU_ASSERT_EQUAL(d.j.phase, AGENT_PH_FAILED);
+	CU_ASSERT_EQUAL(d.j.result, AGENT_EXIT_CORRUPT);
+	/* the job is over: resume does nothing */
+	uint64_t writes = d.p.writes;
+	CU_ASSERT_EQUAL(dev_run(&d, false), 0);
+	CU_ASSERT_EQUAL(d.p.writes, writes);
+	/* the server fixed, a new job reaches the target */
+	o.corrupt_chunk = -1;
+	CU_ASSERT_EQUAL_FATAL(tagent_build(d.path, d.src, d.len, d.dst, d.len, &o), 0);
+	CU_ASSERT_EQUAL(dev_run(&d, true), 0);
+	CU_ASSERT(dev_range_is(&d, "slot_b", 0, d.len, d.dst));
+	CU_ASSERT_EQUAL(d.p.bad_writes, 0);
+	CU_ASSERT_EQUAL(fota_sim_dev_writes(d.sim, "slot_a"), 0);
+	dev_free(&d);
+}
+
+/* The same in place: the corrupt chunk is never produced into the partition. */
+static void test_agent_apply_stream_corrupt_server_inplace(void)
+{
+	struct dev d;
+	struct tpkg o = { .model = "HX-100", .corrupt_chunk = 2, .delta = true, .scratch_max = 32768, .chunk = CHUNK };
+	CU_ASSERT_EQUAL_FATAL(dev_init(&d, FOTA_MODE_INPLACE, &o, "bad-ip"), 0);
+	int rc = dev_run(&d, true);
+	CU_ASSERT_EQUAL(rc, AGENT_EXIT_CORRUPT);
+	CU_ASSERT_PTR_NOT_NULL(strstr(d.msg, "chunk 2: payload sha256 does not match the manifest (fetched twice)"));
+	CU_ASSERT_PTR_NOT_NULL(d.log && strstr(d.log, "chunk 2: payload sha256 mismatch; fetching it again"));
+	if (rc != AGENT_EXIT_CORRUPT)
+		fprintf(stderr, "\n  bad-ip: exit %d: %s\n", rc, d.msg);
+	CU_ASSERT(d.p.writes > 0); /* chunks 0 and 1 were applied */
+	CU_ASSERT_EQUAL(d.p.bad_writes, 0);
+	CU_ASSERT_EQUAL(d.j.phase, AGENT_PH_FAILED);
+	CU_ASSERT_EQUAL(d.j.ap_next, 2);
+	dev_free(&d);
+}
+
+/* A chunk that arrives corrupt once (a byte flipped on its way into the stream file)
+ * is fetched again; only the good copy is applied. */
+static void refetch_once(enum fota_mode mode, long k, const char *tag)
+{
+	struct dev d;
+	struct tpkg o = { .model = "HX-100", .corrupt_chunk = -1, .chunk = CHUNK };
+	if (mode == FOTA_MODE_INPLACE) {
+		o.delta = true;
+		o.scratch_max = 32768;
+	}
+	CU_ASSERT_EQUAL_FATAL(dev_init(&d, mode, &o, tag), 0);
+	char name[32], line[96];
+	snprintf(name, sizeof(name), "stream-%ld.part", k);
+	snprintf(line, sizeof(line), "chunk %ld: payload sha256 mismatch; fetching it again", k);
+	d.p.corrupt = name;
+	d.p.corrupt_left = 1;
+	int rc = dev_run(&d, true);
+	CU_ASSERT_EQUAL(rc, 0);
+	if (rc != 0)
+		fprintf(stderr, "\n  %s: exit %d: %s\n", tag, rc, d.msg);
+	CU_ASSERT_EQUAL(d.p.corrupted, 1);
+	CU_ASSERT_PTR_NOT_NULL(d.log && strstr(d.log, line));
+	CU_ASSERT_EQUAL(d.p.bad_writes, 0);
+	CU_ASSERT(dev_range_is(&d, d.p.watch, 0, d.len, d.dst));
+	CU_ASSERT_EQUAL(d.j.phase, AGENT_PH_DONE);
+	if (mode == FOTA_MODE_AB)
+		CU_ASSERT_EQUAL(fota_sim_dev_writes(d.sim, "slot_a"), 0);
+	dev_free(&d);
+}
+
+static void test_agent_apply_stream_refetch_ab(void) { refetch_once(FOTA_MODE_AB, 3, "refetch-ab"); }
+static void test_agent_apply_stream_refetch_inplace(void) { refetch_once(FOTA_MODE_INPLACE, 2, "refetch-ip"); }
+
+static void add(CU_pSuite s)
+{
+	UNIT_ADD(s, test_agent_apply_stream_corrupt_server_ab);
+	UNIT_ADD(s, test_agent_apply_stream_corrupt_server_inplace);
+	UNIT_ADD(s, test_agent_apply_stream_refetch_ab);
+	UNIT_ADD(s, test_agent_apply_stream_refetch_inplace);
+}
+UNIT_SUITE("agent/apply", add)
