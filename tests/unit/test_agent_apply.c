@@ -321,6 +321,15 @@ static void test_agent_apply_stream_corrupt_server_inplace(void)
 	CU_ASSERT_EQUAL(d.p.bad_writes, 0);
 	CU_ASSERT_EQUAL(d.j.phase, AGENT_PH_FAILED);
 	CU_ASSERT_EQUAL(d.j.ap_next, 2);
+	o.corrupt_chunk = -1;
+	CU_ASSERT_EQUAL_FATAL(tagent_build(d.path, d.src, d.len, d.dst, d.len, &o), 0);
+	/* the limit docs/fota-agent.md states: the partition now holds chunks 0 and 1 of
+	 * the target, so even the repaired package no longer matches it as a source and a
+	 * new job is refused before writing anything */
+	uint64_t writes = d.p.writes;
+	rc = dev_run(&d, true);
+	CU_ASSERT_EQUAL(rc, AGENT_EXIT_SOURCE);
+	CU_ASSERT_EQUAL(d.p.writes, writes);
 	dev_free(&d);
 }
 
