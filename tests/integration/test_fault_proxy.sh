@@ -25,34 +25,8 @@ SIZE=2097152
 nginx_start "$WWW" || { fail "nginx starts"; exit 1; }
 pass "nginx serves $WWW on 127.0.0.1:$NGINX_PORT"
 
-# ---- proxy control ----
-PROXY_PID=
-PLOG=
-proxy_start() {            # proxy_start [--fault RULE]...: fresh proxy, fresh log
-  PLOG=$WORK/proxy.$RANDOM.log
-  rm -f "$WORK/proxy.port"
-  "$PROXY" --upstream "127.0.0.1:$NGINX_PORT" --port-file "$WORK/proxy.port" --log "$PLOG" \
-    --io-timeout 5000 --max-seconds 60 --seed 7 "$@" >"$WORK/proxy.out" 2>"$WORK/proxy.err" &
-  PROXY_PID=$!
-  for _ in $(seq 50); do
-    [ -s "$WORK/proxy.port" ] && break
-    sleep 0.1
-  done
-  PROXY_PORT=$(cat "$WORK/proxy.port" 2>/dev/null)
-  URL=http://127.0.0.1:$PROXY_PORT
-  [ -n "$PROXY_PORT" ]
-}
-proxy_stop() {             # returns the proxy's exit status
-  [ -n "$PROXY_PID" ] || return 0
-  kill -TERM "$PROXY_PID" 2>/dev/null
-  local rc
-  for _ in $(seq 50); do kill -0 "$PROXY_PID" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$PROXY_PID" 2>/dev/null
-  wait "$PROXY_PID"; rc=$?
-  PROXY_PID=
-  return $rc
-}
-chain_exit_trap proxy_stop
+# ---- proxy control: proxy_start, proxy_stop (tests/proxy/proxy.sh) ----
+. "$FOTA_TOP/tests/proxy/proxy.sh"
 
 # log_field N FIELD: FIELD of the proxy's log line for request N (waits for the line:
 # the proxy logs when it ends a response, which can be just after curl returned)

@@ -65,33 +65,8 @@ PY
 nginx_start "$WWW" || { fail "nginx starts"; exit 1; }
 pass "nginx serves on 127.0.0.1:$NGINX_PORT"
 
-# ---- proxy control ----
-PROXY_PID=
-PLOG=
-proxy_start() {            # proxy_start [--fault RULE]...
-  PLOG=$WORK/proxy.log
-  rm -f "$WORK/proxy.port" "$PLOG"
-  "$PROXY" --upstream "127.0.0.1:$NGINX_PORT" --port-file "$WORK/proxy.port" --log "$PLOG" \
-    --io-timeout 5000 --max-seconds 120 --seed 5 "$@" >/dev/null 2>"$WORK/proxy.err" &
-  PROXY_PID=$!
-  for _ in $(seq 50); do
-    [ -s "$WORK/proxy.port" ] && break
-    sleep 0.1
-  done
-  PROXY_PORT=$(cat "$WORK/proxy.port" 2>/dev/null)
-  [ -n "$PROXY_PORT" ]
-}
-proxy_stop() {
-  [ -n "$PROXY_PID" ] || return 0
-  kill -TERM "$PROXY_PID" 2>/dev/null
-  for _ in $(seq 50); do kill -0 "$PROXY_PID" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$PROXY_PID" 2>/dev/null
-  wait "$PROXY_PID" 2>/dev/null
-  PROXY_PID=
-}
-chain_exit_trap proxy_stop
-proxy_sent() { awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^sent=/) s += substr($i, 6) } END { print s + 0 }' "$PLOG" 2>/dev/null || echo 0; }
-proxy_reqs() { wc -l <"$PLOG" 2>/dev/null || echo 0; }
+# ---- proxy control: proxy_start, proxy_stop, proxy_sent (tests/proxy/proxy.sh) ----
+. "$FOTA_TOP/tests/proxy/proxy.sh"
 
 # The FUMO result of the last job, once the agent has `report --json` (issue 6).
 HAVE_REPORT=0
@@ -153,7 +128,7 @@ scenario() {
   before=$(sha256sum <"$d/b.img")
   nginx_log_reset
   if [ "$path" = closed ]; then
-    PLOG=$WORK/proxy.log; : >"$PLOG"
+    PLOG=$WORK/proxy.closed.log; : >"$PLOG"
     url="http://127.0.0.1:$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')/full.fota"
   else
     proxy_start "${rules[@]}" || { fail "$name: proxy starts" "$(cat "$WORK/proxy.err")"; return; }
@@ -224,6 +199,11 @@ scenario stream-drop-flip-swap           0  200 stream 2  $P --fault 'req=3:drop
 scenario combo-drop-503-trunc-flip-stall 0  200 store  2  $P --fault 'req=2:drop-after=1000' --fault 'req=3-4:status=503' \
   --fault 'req=5:truncate=100' --fault 'req=6:flip=rand' --fault 'req=8:stall=2500' --fault 'req=10:status=500'
 scenario corrupt-server-always-flips     8  402 store  2  $P --fault "every:flip-abs=$FLIP_AT" -- 'sha256'
+# a byte flipped in the head (manifest or signature) in transit is indistinguishable from
+# a tampered package: refused as a bad signature, nothing written (no retry of the head)
+scenario flipped-byte-in-head-req1       5  404 store  2  $P --fault 'req=1:flip=600' -- 'sig'
+# a wrong total before the job knows the package's size: the manifest disagrees with it
+scenario wrong-total-on-first-request    8  402 store  2  $P --fault 'req=1:cr-total=99999999' -- 'the manifest describes'
 scenario http-500-whole-window          10  500 store  2  $P --fault 'every:status=500' -- 'retry window'
 scenario http-503-whole-window          10  500 store  2  $P --fault 'req=2-:status=503' -- 'retry window'
 scenario stall-forever-timeout          10  407 store  0  $P --fault 'req=2-:stall=forever' -- 'too slow'
