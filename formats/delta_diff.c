@@ -10,10 +10,16 @@
  *   - the new image is cut into fixed slices (DIFF_SLICE bytes, a constant, never
  *     derived from the thread count) that are matched independently by a pool of
  *     threads and stitched in order, so the script is identical for any thread count;
- *   - the threshold by which a new match must beat the current alignment is tried at
- *     two values (bsdiff's 8 and 6) and the script whose streams code smaller is kept;
+ *   - on new images up to DIFF_TRIAL_MAX, the threshold by which a new match must beat
+ *     the current alignment is tried at two values (bsdiff's 8 and 6) and the script
+ *     whose streams code smaller is kept; larger images use 8;
  *   - rejected matches longer than DIFF_SKIP_MIN are skipped over rather than searched
- *     again at every following byte, and the binary search skips known common prefixes.
+ *     again at every following byte, and the binary search skips known common prefixes;
+ *   - positions where no match could be taken are not searched: a Bloom filter of the
+ *     old 7-grams shows where no match of 7 bytes starts, either at the position or at
+ *     the end of the run the current alignment already matches there;
+ *   - the binary search starts in the range of suffixes sharing its first 16 to 24 bits;
+ *   - the suffix array and filter are freed before the script is built.
  * Sources of 2 GiB and more use a 64-bit suffix array (libdivsufsort64, loaded at run
  * time).
  */
@@ -35,6 +41,18 @@
 
 /* Rejected matches longer than this are skipped over but for their last DIFF_SKIP_MIN bytes. */
 #define DIFF_SKIP_MIN 32
+
+/* The n-gram filter: a position of new whose next DIFF_GRAM bytes occur nowhere in old
+ * has no match longer than DIFF_GRAM - 1, which no threshold below accepts, so it is not
+ * searched. The filter is a Bloom filter of the old n-grams (false positives only cost a
+ * search) of about DIFF_GRAM_BITS bits per old byte, a power of two. */
+#define DIFF_GRAM 7
+#define DIFF_GRAM_BITS 8
+
+/* Two match thresholds are tried (see fota_delta_diff) on new images up to this size;
+ * larger ones are matched once with bsdiff's 8, where a second pass and the trial
+ * encodes would cost more time than the few bytes they save. */
+#define DIFF_TRIAL_MAX (UINT64_C(4) << 20)
 
 struct seg {
 	uint64_t nstart, ostart, len; /* new[nstart..+len) ~ old[ostart..+len) */
@@ -68,10 +86,60 @@ struct matcher {
 	int64_t newsize;
 	const int32_t *sa32;   /* the suffix array: 32-bit entries below 2 GiB, */
 	const int64_t *sa64;   /* 64-bit above */
-	/* bucket[b] = first SA index whose suffix starts with the 2-byte prefix b */
-	const int64_t *bucket; /* 65537 entries */
+	/* bucket[k] = first SA index whose suffix has key >= k (bucket_key) */
+	const int64_t *bucket; /* 2^key_bits + 1 entries */
+	unsigned key_bits;
 	int64_t gain;          /* a new match must beat the current alignment by this */
+	const uint64_t *gram;  /* the n-gram filter (NULL: none), 2^gram_log bits */
+	unsigned gram_log;
 };
+
+/* The filter's bits for the DIFF_GRAM bytes at p: three bits of one 64-bit word (a
+ * blocked Bloom filter: one cache line per lookup). */
+static inline uint64_t gram_hash(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < DIFF_GRAM; i++)
+		v |= (uint64_t)p[i] << (8 * i);
+	v ^= v >> 33; /* a 64-bit finalizer: every output bit depends on every byte */
+	v *= UINT64_C(0xff51afd7ed558ccd);
+	v ^= v >> 33;
+	v *= UINT64_C(0xc4ceb9fe1a85ec53);
+	return v ^ (v >> 33);
+}
+
+static inline size_t gram_word(uint64_t h, unsigned gram_log)
+{
+	return (size_t)(h >> (64 - (gram_log - 6)));
+}
+
+static inline uint64_t gram_bits(uint64_t h)
+{
+	return (UINT64_C(1) << (h & 63)) | (UINT64_C(1) << ((h >> 6) & 63)) | (UINT64_C(1) << ((h >> 12) & 63));
+}
+
+/* The filter says no n-gram of old equals new[at, at + DIFF_GRAM). */
+static inline int gram_absent(const struct matcher *m, int64_t at)
+{
+	if (!m->gram || at + DIFF_GRAM > m->newsize)
+		return 0;
+	uint64_t h = gram_hash(m->new + at), b = gram_bits(h);
+	return (m->gram[gram_word(h, m->gram_log)] & b) != b;
+}
+
+/* The bucket key of a suffix: its first three bytes (zero-padded past its end) as a
+ * 24-bit big-endian number, cut to its top key_bits bits. Keys never decrease along the
+ * suffix array (a proper prefix sorts first and pads with the smallest byte), so each
+ * key owns one contiguous range of it. */
+static inline uint32_t bucket_key(const uint8_t *p, int64_t avail, unsigned key_bits)
+{
+	uint32_t v = (uint32_t)p[0] << 16;
+	if (avail > 1)
+		v |= (uint32_t)p[1] << 8;
+	if (avail > 2)
+		v |= p[2];
+	return v >> (24 - key_bits);
+}
 
 static inline int64_t sa_at(const struct matcher *m, int64_t i)
 {
@@ -103,12 +171,13 @@ static int64_t search(const struct matcher *m, const uint8_t *p, int64_t plen, i
 		*pos = 0;
 		return 0;
 	}
-	if (plen >= 2) {
-		unsigned b = ((unsigned)p[0] << 8) | p[1];
+	if (plen >= 3) {
+		uint32_t b = bucket_key(p, 3, m->key_bits);
 		st = m->bucket[b];
 		en = m->bucket[b + 1];
 		if (st == en) {
-			/* no 2-byte match: fall back to a 1-byte one, rarely worth anything */
+			/* no suffix shares the key: any match is shorter than 3 bytes, too short
+			 * to be taken, so report none */
 			*pos = 0;
 			return 0;
 		}
@@ -153,12 +222,28 @@ static int match_slice(const struct matcher *m, int64_t s0, int64_t s1, struct s
 	int64_t oldsize = m->oldsize;
 	int64_t scan = s0, len = 0, pos = 0;
 	int64_t lastscan = s0, lastpos = 0, lastoffset = 0;
+	/* new[scan, a_end) equals old under the alignment a_off (a_end <= s1) */
+	int64_t a_end = s0, a_off = 0;
 
 	while (scan < s1) {
 		int64_t oldscore = 0;
 		int64_t scsc;
 		for (scsc = scan += len; scan < s1; scan++) {
-			len = search(m, new + scan, s1 - scan, &pos);
+			/* Skip the search where no match could be taken. oldscore counts at least
+			 * the aligned run new[scan, a_end), so a match taken here is longer than
+			 * that run by more than the threshold (>= DIFF_GRAM - 1): both the n-gram
+			 * at scan and the one at a_end must occur in old, and the match must fit
+			 * before s1. A skipped position is treated as if the search found none
+			 * (a match this short would at most confirm the current alignment). */
+			if (a_off != lastoffset || a_end < scan) {
+				int64_t o = scan + lastoffset;
+				a_off = lastoffset;
+				a_end = scan + (o >= 0 && o < oldsize ? matchlen(old + o, oldsize - o, new + scan, s1 - scan) : 0);
+			}
+			if (a_end + DIFF_GRAM > s1 || gram_absent(m, a_end) || (a_end != scan && gram_absent(m, scan)))
+				len = 0;
+			else
+				len = search(m, new + scan, s1 - scan, &pos);
 			for (; scsc < scan + len; scsc++)
 				if (scsc + lastoffset >= 0 && scsc + lastoffset < oldsize &&
 				    old[scsc + lastoffset] == new[scsc])
@@ -349,13 +434,12 @@ static fota_status build_script(const uint8_t *old, uint64_t old_size, const uin
 	return FOTA_OK;
 }
 
-/* Match all slices of new (in parallel) and build the script. */
-static fota_status match_all(const struct matcher *m, const struct fota_delta_opts *opts,
-			     struct fota_delta_script **out, struct fota_error *err)
+/* Match all slices of new (in parallel) into one ordered segment list. */
+static fota_status match_all(const struct matcher *m, const struct fota_delta_opts *opts, struct seglist *all,
+			     struct fota_error *err)
 {
 	fota_status st = FOTA_OK;
 	uint64_t old_size = (uint64_t)m->oldsize, new_size = (uint64_t)m->newsize;
-	struct seglist all = {0};
 	size_t n_slices = (size_t)((new_size + DIFF_SLICE - 1) / DIFF_SLICE);
 	struct seglist *res = calloc(n_slices ? n_slices : 1, sizeof(*res));
 	int *failed = calloc(n_slices ? n_slices : 1, sizeof(*failed));
@@ -388,18 +472,16 @@ static fota_status match_all(const struct matcher *m, const struct fota_delta_op
 	}
 	for (size_t i = 0; i < n_slices; i++)
 		for (size_t j = 0; j < res[i].n; j++)
-			if (seg_push(&all, res[i].v[j].nstart, res[i].v[j].ostart, res[i].v[j].len) != 0) {
+			if (seg_push(all, res[i].v[j].nstart, res[i].v[j].ostart, res[i].v[j].len) != 0) {
 				st = fota_error_set(err, FOTA_E_NOMEM, "delta: diff: out of memory");
 				goto out;
 			}
-	st = build_script(m->old, old_size, m->new, new_size, &all, out, err);
 out:
 	if (res)
 		for (size_t i = 0; i < n_slices; i++)
 			free(res[i].v);
 	free(res);
 	free(failed);
-	free(all.v);
 	return st;
 }
 
@@ -409,6 +491,9 @@ fota_status fota_delta_diff(const uint8_t *old_data, uint64_t old_size, const ui
 	fota_status st = FOTA_OK;
 	int32_t *sa32 = NULL;
 	int64_t *sa64 = NULL, *bucket = NULL;
+	uint64_t *gram = NULL;
+	unsigned key_bits = 16;
+	struct seglist segs[2] = {{0}, {0}};
 	*out = NULL;
 	if ((old_size && !old_data) || (new_size && !new_data))
 		return fota_error_set(err, FOTA_E_ARG, "delta: diff: NULL buffer");
@@ -417,7 +502,12 @@ fota_status fota_delta_diff(const uint8_t *old_data, uint64_t old_size, const ui
 				      " bytes; at most 2^40", old_size, new_size);
 
 	if (old_size) {
-		bucket = calloc(65537, sizeof(*bucket));
+		/* about one key per 16 to 32 old bytes, 2^16 to 2^24 keys */
+		unsigned kb = 16;
+		while (kb < 24 && (UINT64_C(1) << (kb + 5)) < old_size)
+			kb++;
+		key_bits = kb;
+		bucket = calloc(((size_t)1 << kb) + 1, sizeof(*bucket));
 		if (old_size < fota_delta_sa64_threshold && old_size < (UINT64_C(1) << 31) - 1) {
 			sa32 = malloc(old_size * sizeof(*sa32));
 			if (sa32 && divsufsort(old_data, sa32, (saidx_t)old_size) != 0) {
@@ -436,32 +526,62 @@ fota_status fota_delta_diff(const uint8_t *old_data, uint64_t old_size, const ui
 			st = fota_error_set(err, FOTA_E_NOMEM, "delta: diff: out of memory for the suffix array");
 			goto out;
 		}
-		/* bucket[b] = first SA index of suffixes starting with the 2-byte prefix b. The lone
-		 * 1-byte suffix old[n-1] = c sorts before every "c?" suffix; a bucket range may then
-		 * include it at its end, which the search tolerates (it compares real lengths). */
-		for (uint64_t i = 0; i + 1 < old_size; i++)
-			bucket[((unsigned)old_data[i] << 8 | old_data[i + 1]) + 1]++;
-		for (unsigned b = 1; b <= 65536; b++)
+		/* bucket[k] = number of suffixes with a smaller key = the first SA index with key
+		 * k. The short last suffixes pad with zeros and so may open a range whose other
+		 * members are longer; the search tolerates that (it compares real lengths). */
+		for (uint64_t i = 0; i < old_size; i++)
+			bucket[bucket_key(old_data + i, (int64_t)(old_size - i), kb) + 1]++;
+		for (size_t b = 1; b <= ((size_t)1 << kb); b++)
 			bucket[b] += bucket[b - 1];
-		unsigned last = old_data[old_size - 1];
-		for (unsigned b = last << 8; b < 65536; b++)
-			bucket[b] += 1;
-		bucket[65536] = (int64_t)old_size;
 	}
-	struct matcher m = {old_data, (int64_t)old_size, new_data, (int64_t)new_size, sa32, sa64, bucket, 8};
+	struct matcher m = {old_data, (int64_t)old_size, new_data, (int64_t)new_size, sa32, sa64, bucket, key_bits, 8,
+			    NULL, 0};
+	if (old_size >= DIFF_GRAM && new_size) {
+		unsigned gl = 12;
+		while (gl < 34 && (UINT64_C(1) << gl) < old_size * DIFF_GRAM_BITS)
+			gl++;
+		gram = calloc((size_t)(UINT64_C(1) << (gl - 6)), sizeof(*gram));
+		if (!gram) {
+			st = fota_error_set(err, FOTA_E_NOMEM, "delta: diff: out of memory for the n-gram filter");
+			goto out;
+		}
+		for (uint64_t i = 0; i + DIFF_GRAM <= old_size; i++) {
+			uint64_t h = gram_hash(old_data + i);
+			gram[gram_word(h, gl)] |= gram_bits(h);
+		}
+		m.gram = gram;
+		m.gram_log = gl;
+	}
 
-	/* Two match thresholds; the script whose streams code smaller wins (bsdiff's 8 is
-	 * best on some images, a smaller one on others, and matching is cheap next to
-	 * coding). Each candidate is judged by fota_delta_encode at the caller's level. */
+	/* Match thresholds: on new images up to DIFF_TRIAL_MAX, bsdiff's 8 and a smaller 6,
+	 * keeping the script whose streams code smaller (fota_delta_encode at the caller's
+	 * level; 8 is best on some images, 6 on others); above it, 8 alone. The suffix array
+	 * and the filter are freed before the scripts are built. */
 	static const int64_t gains[] = {8, 6};
-	uint64_t best_len = UINT64_MAX;
-	for (size_t g = 0; g < (old_size && new_size ? sizeof(gains) / sizeof(gains[0]) : 1); g++) {
-		struct fota_delta_script *cand = NULL;
+	size_t n_gains = old_size && new_size && new_size <= DIFF_TRIAL_MAX ? 2 : 1;
+	for (size_t g = 0; g < n_gains; g++) {
 		m.gain = gains[g];
-		st = match_all(&m, opts, &cand, err);
+		st = match_all(&m, opts, &segs[g], err);
 		if (st != FOTA_OK)
 			goto out;
-		if (!(old_size && new_size)) {
+	}
+	free(sa32);
+	free(sa64);
+	free(bucket);
+	free(gram);
+	sa32 = NULL;
+	sa64 = NULL;
+	bucket = NULL;
+	gram = NULL;
+	uint64_t best_len = UINT64_MAX;
+	for (size_t g = 0; g < n_gains; g++) {
+		struct fota_delta_script *cand = NULL;
+		st = build_script(old_data, old_size, new_data, new_size, &segs[g], &cand, err);
+		free(segs[g].v);
+		segs[g].v = NULL;
+		if (st != FOTA_OK)
+			goto out;
+		if (n_gains == 1) {
 			*out = cand;
 			break;
 		}
@@ -486,9 +606,12 @@ out:
 		fota_delta_script_free(*out);
 		*out = NULL;
 	}
+	for (size_t g = 0; g < 2; g++)
+		free(segs[g].v);
 	free(sa32);
 	free(sa64);
 	free(bucket);
+	free(gram);
 	return st;
 }
 
