@@ -105,6 +105,106 @@ static void unmap_file(struct mapped *m)
 
 static double now_s(void);
 
+/* ---- the source ranges a chunk lists ---- */
+
+/*
+ * fota_delta_script_slice gives a chunk's script over the concatenation of the source
+ * ranges it reads, sorted, disjoint and not touching (rg[0..n)). A manifest entry may list
+ * at most `max` of them (A/B: 1, see above): while there are more, join the two separated
+ * by the smallest gap (the first such pair on ties), so the chunk reads the gap too. The
+ * script is then re-based onto the concatenation of the joined ranges: every add keeps
+ * its source bytes, only the seeks between adds grow by the gaps now read. *out gets the
+ * joined ranges (malloc'd, owned by the caller).
+ */
+static fota_status cap_reads(struct fota_delta_script *s, const struct fota_delta_range *rg, size_t n, size_t max,
+			     struct fota_range **out, size_t *n_out, struct fota_error *err)
+{
+	fota_status rc = FOTA_OK;
+	struct fota_range *r = malloc((n ? n : 1) * sizeof(*r));
+	uint64_t *vold = malloc((n ? n : 1) * sizeof(*vold)); /* where rg[i] starts in the old virtual input */
+	uint64_t *vnew = malloc((n ? n : 1) * sizeof(*vnew)); /* and in the new one */
+	size_t m = n;
+	*out = NULL;
+	*n_out = 0;
+	if (!r || !vold || !vnew) {
+		rc = fota_error_set(err, FOTA_E_NOMEM, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++)
+		r[i] = (struct fota_range){ rg[i].off, rg[i].len, false };
+	if (max == 0)
+		max = 1;
+	while (m > max) {
+		size_t best = 0;
+		uint64_t gap = UINT64_MAX;
+		for (size_t i = 0; i + 1 < m; i++) {
+			uint64_t g = r[i + 1].offset - (r[i].offset + r[i].length);
+			if (g < gap) {
+				gap = g;
+				best = i;
+			}
+		}
+		r[best].length = r[best + 1].offset + r[best + 1].length - r[best].offset;
+		memmove(&r[best + 1], &r[best + 2], (m - best - 2) * sizeof(*r));
+		m--;
+	}
+	/* Both inputs are sorted, so one pass places every original range in its joined one. */
+	uint64_t vo = 0, base = 0;
+	for (size_t i = 0, k = 0; i < n; i++) {
+		while (rg[i].off >= r[k].offset + r[k].length)
+			base += r[k++].length;
+		vold[i] = vo;
+		vnew[i] = base + (rg[i].off - r[k].offset);
+		vo += rg[i].len;
+	}
+	if (m < n) {
+		/* New start of each add; then the seeks that lead from one add to the next. */
+		int64_t pos = 0;
+		for (size_t c = 0; c < s->n_ctrl; c++) {
+			if (s->ctrl[c].add) {
+				size_t lo = 0, hi = n; /* the last range starting at or before pos */
+				while (hi - lo > 1) {
+					size_t mid = lo + (hi - lo) / 2;
+					if ((int64_t)vold[mid] <= pos)
+						lo = mid;
+					else
+						hi = mid;
+				}
+				int64_t next_pos = pos + (int64_t)s->ctrl[c].add + s->ctrl[c].seek;
+				s->ctrl[c].seek = (int64_t)(vnew[lo] + ((uint64_t)pos - vold[lo])); /* the add's new start, for now */
+				pos = next_pos;
+			} else
+				pos += s->ctrl[c].seek;
+		}
+		int64_t cur = 0, next = -1;
+		for (size_t c = s->n_ctrl; c-- > 0;) { /* backwards: the start of the next add */
+			int64_t here = s->ctrl[c].add ? s->ctrl[c].seek : -1;
+			s->ctrl[c].seek = next;
+			if (here >= 0)
+				next = here;
+		}
+		for (size_t c = 0; c < s->n_ctrl; c++) {
+			cur += (int64_t)s->ctrl[c].add;
+			int64_t target = s->ctrl[c].seek;
+			s->ctrl[c].seek = target < 0 ? 0 : target - cur;
+			cur += s->ctrl[c].seek;
+		}
+		s->old_size = 0;
+		for (size_t k = 0; k < m; k++)
+			s->old_size += r[k].length;
+	}
+out:
+	free(vold);
+	free(vnew);
+	if (rc) {
+		free(r);
+		return rc;
+	}
+	*out = r;
+	*n_out = m;
+	return FOTA_OK;
+}
+
 /* ---- chunk jobs ---- */
 
 struct chunk_job {
@@ -215,9 +315,16 @@ static void run_chunk(struct chunk_job *j)
 	double t = now_s();
 	if (j->script) {
 		/* The chunk's own script, over the source ranges it reads. */
-		j->rc = pack_slice(j->script, j->offset, j->size, j->max_reads, &sub, &j->reads, &j->n_reads, &j->err);
-		if (j->rc)
+		struct fota_delta_range *rg = NULL;
+		size_t nrg = 0;
+		j->rc = fota_delta_script_slice(j->script, j->offset, j->size, &sub, &rg, &nrg, &j->err);
+		if (!j->rc)
+			j->rc = cap_reads(sub, rg, nrg, j->max_reads, &j->reads, &j->n_reads, &j->err);
+		free(rg);
+		if (j->rc) {
+			fota_error_prefix(&j->err, "chunk at %" PRIu64 ": ", j->offset);
 			goto out;
+		}
 		vold = malloc(sub->old_size ? (size_t)sub->old_size : 1);
 		if (!vold) {
 			j->rc = fota_error_set(&j->err, FOTA_E_NOMEM, "chunk at %" PRIu64 ": out of memory", j->offset);

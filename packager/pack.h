@@ -1,7 +1,6 @@
 /*
  * pack.h: fota-pack's internals, shared between its files (fota-pack.c: command line;
- * build.c: planning and writing a package; slice.c: cutting a whole-image delta script
- * into per-chunk scripts).
+ * build.c: planning and writing a package).
  */
 #ifndef FOTA_PACK_H
 #define FOTA_PACK_H
@@ -46,15 +45,5 @@ struct pack_options {
 
 /* Build and write the package. Errors leave no output file. */
 fota_status pack_build(const struct pack_options *o, struct fota_error *err) FOTA_WUR;
-
-/*
- * Cut the part of script s that produces new[off, off + len) into a script of its own
- * whose old input is the concatenation of the old ranges it reads (*reads, sorted and
- * merged, at most max_reads: close ranges are joined to stay under it). Both outputs are
- * owned by the caller (fota_delta_script_free, free).
- */
-fota_status pack_slice(const struct fota_delta_script *s, uint64_t off, uint64_t len, size_t max_reads,
-		       struct fota_delta_script **out, struct fota_range **reads, size_t *n_reads,
-		       struct fota_error *err) FOTA_WUR;
 
 #endif
