@@ -329,6 +329,7 @@ static int device_size(struct agent *a, const char *path, uint64_t *size, struct
 }
 
 static int active_slot(struct agent *a, char *out, struct fota_error *err);
+static void raise_alert(struct agent *a, int result);
 
 /* Model, floor, expiry, mode and sizes (FORMAT.md section 5 step 4). */
 static int check_device(struct agent *a, struct fota_error *err)
@@ -1021,6 +1022,8 @@ static int run_download(struct agent *a, struct fota_error *err)
 		a->j.phase = AGENT_PH_DOWNLOADED;
 		if ((x = set_state(a, a->j.op == AGENT_OP_DOWNLOAD ? FUMO_DL_COMPLETE : FUMO_READY, err)) != 0)
 			return x;
+		if (a->j.op == AGENT_OP_DOWNLOAD)
+			raise_alert(a, FUMO_R_OK); /* the Download operation is over */
 		snprintf(a->j.message, sizeof(a->j.message), "package %s %s downloaded and verified; ready to update",
 			 a->m->name, a->m->version);
 		return commit_or_fail(a, err);
