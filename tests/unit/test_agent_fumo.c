@@ -1,0 +1,332 @@
+/*
+ * test_agent_fumo.c: the FUMO state machine and result table (agent/fumo.c), the
+ * version 2 journal, the policy keys of the configuration, and the hook runner
+ * (agent/hooks.c: exit codes, arguments, environment, stdout, timeout). The binary's
+ * scenarios are in tests/integration/test_fumo.sh.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../../agent/agent.h"
+#include "../../agent/fumo.h"
+#include "../../agent/hooks.h"
+#include "../../agent/journal.h"
+#include "test_agent_util.h"
+#include "unit.h"
+
+static const int all_states[] = { 10, 20, 30, 40, 50, 60, 70, 80, 90, 100 };
+#define N_STATES (sizeof(all_states) / sizeof(all_states[0]))
+
+static void test_fumo_state_names(void)
+{
+	static const char *const names[] = { "Idle/Start", "Download Failed", "Download Progressing",
+					     "Download Complete", "Ready to Update", "Update Progressing",
+					     "Update Failed Have Data", "Update Failed No Data",
+					     "Update Successful Have Data", "Update Successful No Data" };
+	for (size_t i = 0; i < N_STATES; i++) {
+		CU_ASSERT_PTR_NOT_NULL_FATAL(fumo_state_name(all_states[i]));
+		CU_ASSERT_STRING_EQUAL(fumo_state_name(all_states[i]), names[i]);
+	}
+	CU_ASSERT_PTR_NULL(fumo_state_name(0));
+	CU_ASSERT_PTR_NULL(fumo_state_name(15));
+	CU_ASSERT_PTR_NULL(fumo_state_name(110));
+}
+
+/* Every path the agent takes is a walk on the diagram. */
+static bool walk(const int *path, size_t n)
+{
+	for (size_t i = 0; i + 1 < n; i++)
+		if (!fumo_transition_ok(path[i], path[i + 1]))
+			return false;
+	return true;
+}
+
+static void test_fumo_transitions(void)
+{
+	static const int dl_and_update[] = { 10, 30, 50, 60, 100, 10 };
+	static const int dl_then_update[] = { 10, 30, 40, 50, 60, 100, 10 };
+	static const int dl_failed[] = { 10, 30, 20, 10 };
+	static const int refused_at_50[] = { 10, 30, 50, 80, 10 };
+	static const int update_again[] = { 10, 30, 50, 60, 70, 50, 60, 90, 50, 60, 100 };
+	static const int cancel_at_40[] = { 10, 30, 40, 80, 10 };
+	CU_ASSERT(walk(dl_and_update, sizeof(dl_and_update) / sizeof(int)));
+	CU_ASSERT(walk(dl_then_update, sizeof(dl_then_update) / sizeof(int)));
+	CU_ASSERT(walk(dl_failed, sizeof(dl_failed) / sizeof(int)));
+	CU_ASSERT(walk(refused_at_50, sizeof(refused_at_50) / sizeof(int)));
+	CU_ASSERT(walk(update_again, sizeof(update_again) / sizeof(int)));
+	CU_ASSERT(walk(cancel_at_40, sizeof(cancel_at_40) / sizeof(int)));
+	/* not on the diagram */
+	static const int bad[][2] = { { 10, 40 }, { 10, 60 }, { 30, 60 }, { 30, 100 }, { 40, 60 }, { 60, 30 },
+				      { 60, 50 }, { 100, 60 }, { 20, 30 }, { 80, 50 }, { 100, 50 }, { 50, 40 },
+				      { 60, 20 }, { 0, 10 }, { 10, 0 } };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		CU_ASSERT_FALSE(fumo_transition_ok(bad[i][0], bad[i][1]));
+	/* every state can be reached from 10 and leads back to 10 (or is passed through) */
+	for (size_t i = 0; i < N_STATES; i++) {
+		int s = all_states[i];
+		bool in = s == 10, out = false;
+		for (size_t k = 0; k < N_STATES; k++) {
+			in |= fumo_transition_ok(all_states[k], s);
+			out |= fumo_transition_ok(s, all_states[k]);
+		}
+		CU_ASSERT(in);
+		CU_ASSERT(out);
+	}
+}
+
+static void test_fumo_result_table(void)
+{
+	static const int codes[] = { 200, 401, 402, 403, 404, 405, 407, 410, 411, 412, 500, 501, 502, 503 };
+	CU_ASSERT_EQUAL(fumo_result_count, sizeof(codes) / sizeof(codes[0]));
+	for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+		const struct fumo_result_info *r = fumo_result_info(codes[i]);
+		CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+		CU_ASSERT(strlen(r->name) > 0 && strlen(r->when) > 0);
+		CU_ASSERT_STRING_NOT_EQUAL(agent_exit_name(r->exit), "?");
+		CU_ASSERT_EQUAL(r->code == 200, r->exit == AGENT_EXIT_OK);
+	}
+	CU_ASSERT_PTR_NULL(fumo_result_info(0));
+	CU_ASSERT_PTR_NULL(fumo_result_info(406));
+}
+
+static void test_fumo_result_for(void)
+{
+	CU_ASSERT_EQUAL(fumo_result_for(AGENT_EXIT_OK, FUMO_CAUSE_NONE, true, ""), 200);
+	CU_ASSERT_EQUAL(fumo_result_for(AGENT_EXIT_CANCELLED, FUMO_CAUSE_NONE, false, ""), 401);
+	CU_ASSERT_EQUAL(fumo_result_for(AGENT_EXIT_CORRUPT, FUMO_CAUSE_NONE, false, ""), 402);
+	CU_ASSERT_EQUAL(fumo_result_for(AGENT_EXIT_DEVICE, FUMO_CAUSE_NONE, false, ""), 403);
+	CU_ASSERT_EQUAL(fumo_result_for(AGENT_EXIT_SIGNATURE, FUMO_CAUSE_NONE, false, ""), 404);
+	CU_ASSERT_EQUAL(fumo_result_for(AGENT_EXIT_NOT_ACCEPTABLE, FUMO_CAUSE_NONE, false, ""), 405);
+	CU_ASSERT_EQUAL(fumo_result_for(AGENT_EXIT_SOURCE, FUMO_CAUSE_NONE, true, ""), 410);
+	CU_ASSERT_EQUAL(fumo_result_for(AGENT_EXIT_DOWNLOAD, FUMO_CAUSE_BAD_URL, false, "url: x"), 411);
+	CU_ASSERT_EQUAL(fumo_result_for(AGENT_EXIT_IO, FUMO_CAUSE_NO_SPACE, false, ""), 501);
+	CU_ASSERT_EQUAL(fumo_result_for(AGENT_EXIT_IO, FUMO_CAUSE_NO_SPACE, true, ""), 502);
+	/* the last network error of a download that ran out of its window */
+	CU_ASSERT_EQUAL(fumo_result_for(AGENT_EXIT_DOWNLOAD, FUMO_CAUSE_NONE, false,
+					"download: gave up: http://h/p: HTTP status 500"), 500);
+	CU_ASSERT_EQUAL(fumo_result_for(AGENT_EXIT_DOWNLOAD, FUMO_CAUSE_NONE, false,
+					"http://h/p: HTTP status 404"), 500);
+	CU_ASSERT_EQUAL(fumo_result_for(AGENT_EXIT_DOWNLOAD, FUMO_CAUSE_NONE, false,
+					"http://h/p: Operation too slow. Less than 1000 bytes/sec"), 407);
+	CU_ASSERT_EQUAL(fumo_result_for(AGENT_EXIT_DOWNLOAD, FUMO_CAUSE_NONE, false,
+					"http://h/p: Connection timed out after 2001 milliseconds"), 407);
+	CU_ASSERT_EQUAL(fumo_result_for(AGENT_EXIT_DOWNLOAD, FUMO_CAUSE_NONE, false,
+					"http://h/p: Failed to connect to 127.0.0.1 port 9: Connection refused"), 412);
+	CU_ASSERT_EQUAL(fumo_result_for(AGENT_EXIT_DOWNLOAD, FUMO_CAUSE_NONE, false,
+					"http://nohost/p: Could not resolve host: nohost"), 412);
+	CU_ASSERT_EQUAL(fumo_result_for(AGENT_EXIT_DOWNLOAD, FUMO_CAUSE_NONE, false,
+					"http://h/p: transfer closed with 100 bytes remaining to read"), 503);
+	CU_ASSERT_EQUAL(fumo_result_for(AGENT_EXIT_DOWNLOAD, FUMO_CAUSE_NONE, false,
+					"download paused: the device is offline"), 503);
+	CU_ASSERT_EQUAL(fumo_result_for(AGENT_EXIT_DOWNLOAD, FUMO_CAUSE_NONE, false, NULL), 503);
+	CU_ASSERT_STRING_EQUAL(fumo_alert_type(AGENT_OP_DOWNLOAD), "org.openmobilealliance.dm.firmwareupdate.download");
+	CU_ASSERT_STRING_EQUAL(fumo_alert_type(AGENT_OP_UPDATE), "org.openmobilealliance.dm.firmwareupdate.update");
+	CU_ASSERT_STRING_EQUAL(fumo_alert_type(AGENT_OP_DOWNLOAD_AND_UPDATE),
+			       "org.openmobilealliance.dm.firmwareupdate.downloadandupdate");
+	CU_ASSERT_PTR_NULL(fumo_alert_type(AGENT_OP_NONE));
+	CU_ASSERT_STRING_EQUAL(fumo_op_node(AGENT_OP_DOWNLOAD_AND_UPDATE), "DownloadAndUpdate");
+}
+
+static int parse_text(const char *s, struct agent_journal *j, struct fota_error *err)
+{
+	return agent_journal_parse((const uint8_t *)s, strlen(s), j, err);
+}
+
+static void test_fumo_journal_v2(void)
+{
+	struct agent_journal j, k;
+	struct fota_error err;
+	memset(&j, 0, sizeof(j));
+	j.op = AGENT_OP_UPDATE;
+	j.phase = AGENT_PH_DOWNLOADED;
+	j.state = FUMO_READY;
+	snprintf(j.correlator, sizeof(j.correlator), "corr \"7\"");
+	snprintf(j.srv_pkg_name, sizeof(j.srv_pkg_name), "fw");
+	snprintf(j.srv_pkg_version, sizeof(j.srv_pkg_version), "2.0");
+	j.dl_consent = true;
+	j.defer_until_ms = 1780000000123;
+	j.defers = 3;
+	j.alert_pending = true;
+	j.alert_op = AGENT_OP_DOWNLOAD;
+	j.alert_result = 200;
+	snprintf(j.alert_correlator, sizeof(j.alert_correlator), "c-dl");
+	j.reboot_pending = true;
+	j.reboot_due_ms = 1780000600000;
+	j.reboot_defers = 1;
+	j.reboot_deferred_min = 10;
+	char *s = NULL;
+	size_t n = 0;
+	CU_ASSERT_EQUAL_FATAL(agent_journal_format(&j, &s, &n, &err), FOTA_OK);
+	CU_ASSERT_PTR_NOT_NULL(strstr(s, "\"version\":2"));
+	memset(&k, 0xa5, sizeof(k));
+	CU_ASSERT_EQUAL_FATAL(agent_journal_parse((uint8_t *)s, n, &k, &err), FOTA_OK);
+	CU_ASSERT_EQUAL(memcmp(&j, &k, sizeof(j)), 0);
+	/* broken version 2 records are refused with a message */
+	char *bad = malloc(n + 64);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(bad);
+	const char *st = strstr(s, "\"state\":50");
+	CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+	snprintf(bad, n + 64, "%.*s\"state\":55%s", (int)(st - s), s, st + strlen("\"state\":50"));
+	CU_ASSERT_EQUAL(parse_text(bad, &k, &err), FOTA_E_FORMAT);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "not a FUMO state"));
+	const char *ar = strstr(s, "\"alert_result\":200");
+	CU_ASSERT_PTR_NOT_NULL_FATAL(ar);
+	snprintf(bad, n + 64, "%.*s\"alert_result\":299%s", (int)(ar - s), s, ar + strlen("\"alert_result\":200"));
+	CU_ASSERT_EQUAL(parse_text(bad, &k, &err), FOTA_E_FORMAT);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "not a result code"));
+	const char *ao = strstr(s, "\"alert_op\":\"download\"");
+	CU_ASSERT_PTR_NOT_NULL_FATAL(ao);
+	snprintf(bad, n + 64, "%.*s\"alert_op\":\"none\"%s", (int)(ao - s), s, ao + strlen("\"alert_op\":\"download\""));
+	CU_ASSERT_EQUAL(parse_text(bad, &k, &err), FOTA_E_FORMAT);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "pending alert"));
+	/* a version 2 record missing a key */
+	const char *co = strstr(s, ",\"correlator\":");
+	CU_ASSERT_PTR_NOT_NULL_FATAL(co);
+	const char *co_end = strstr(co + 1, ",\"srv_pkg_name\"");
+	CU_ASSERT_PTR_NOT_NULL_FATAL(co_end);
+	snprintf(bad, n + 64, "%.*s%s", (int)(co - s), s, co_end);
+	CU_ASSERT_EQUAL(parse_text(bad, &k, &err), FOTA_E_FORMAT);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "correlator"));
+	free(bad);
+	free(s);
+}
+
+static void test_fumo_journal_v1(void)
+{
+	/* a version 1 record (as agents before issue 6 wrote it) loads; its state follows
+	 * from the phase; it may not carry version 2 keys */
+	static const char v1[] =
+		"{\"version\":1,\"op\":\"download\",\"phase\":\"%s\",\"url\":\"file:///p.fota\",\"etag\":\"\","
+		"\"last_modified\":\"\",\"pkg_size\":0,\"head_ok\":%s,\"manifest_len\":0,\"sig_len\":0,"
+		"\"manifest_sha256\":\"0000000000000000000000000000000000000000000000000000000000000000\","
+		"\"stream\":0,\"target_slot\":\"-\",\"dl_next\":0,\"ap_next\":0,\"ip_step\":0,\"source_ok\":false,"
+		"\"restarts\":0,\"bytes\":0,\"pkg_name\":\"\",\"pkg_version\":\"\",\"result\":0,\"message\":\"\"%s}";
+	static const struct {
+		const char *phase, *head_ok;
+		int state;
+	} cases[] = { { "idle", "false", 10 },       { "downloading", "false", 30 }, { "downloaded", "true", 40 },
+		      { "applying", "true", 60 },    { "applied", "true", 60 },      { "done", "true", 100 },
+		      { "failed", "false", 20 } };
+	char buf[2048];
+	struct agent_journal j;
+	struct fota_error err;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(buf, sizeof(buf), v1, cases[i].phase, cases[i].head_ok, "");
+		CU_ASSERT_EQUAL(parse_text(buf, &j, &err), FOTA_OK);
+		CU_ASSERT_EQUAL(j.state, cases[i].state);
+	}
+	snprintf(buf, sizeof(buf), v1, "idle", "false", ",\"state\":10");
+	CU_ASSERT_EQUAL(parse_text(buf, &j, &err), FOTA_E_FORMAT);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "not in version 1"));
+}
+
+static void expect_bad_config(const char *extra, const char *needle)
+{
+	char *t = tagent_config_text(FOTA_MODE_AB, false, extra);
+	struct agent_config *c = NULL;
+	struct fota_error err;
+	fota_error_clear(&err);
+	CU_ASSERT_EQUAL(agent_config_parse(t, "t.conf", &c, &err), FOTA_E_ARG);
+	CU_ASSERT_PTR_NULL(c);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, needle));
+	if (!strstr(err.msg, needle))
+		fprintf(stderr, "\n  config: want '%s', got '%s'\n", needle, err.msg);
+	free(t);
+}
+
+static void test_fumo_config_policy(void)
+{
+	struct agent_config *c = tagent_config(FOTA_MODE_AB, false, NULL);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+	CU_ASSERT_EQUAL(c->popup[FOTA_PRIO_LOW], AGENT_POPUP_NOTIFY);
+	CU_ASSERT_EQUAL(c->popup[FOTA_PRIO_MEDIUM], AGENT_POPUP_PROMPT);
+	CU_ASSERT_EQUAL(c->popup[FOTA_PRIO_HIGH], AGENT_POPUP_PROMPT);
+	CU_ASSERT_EQUAL(c->roaming, FOTA_ROAM_ALLOW);
+	CU_ASSERT_EQUAL(c->hook_timeout_s, 60);
+	CU_ASSERT_STRING_EQUAL(c->fumo_node, "./FwUpdate/fota");
+	CU_ASSERT_PTR_NULL(c->consent_command);
+	CU_ASSERT_FALSE(c->keep_package);
+	agent_config_free(c);
+	c = tagent_config(FOTA_MODE_AB, false,
+			  "[ui]\nconsent_command = exit 0\npopup_low = none\npopup_high = notify\ndefer_minutes = 5\n"
+			  "reboot_max_defers = 4\nreboot_max_total_minutes = 90\nhook_timeout_seconds = 7\n"
+			  "install_message = Hello\n[network]\nstatus_file = /run/net\nroaming = wifi-only\n"
+			  "[agent]\nkeep_package = yes\nfumo_node = ./FUMO/x\n");
+	CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+	CU_ASSERT_STRING_EQUAL(c->consent_command, "exit 0");
+	CU_ASSERT_EQUAL(c->popup[FOTA_PRIO_LOW], AGENT_POPUP_NONE);
+	CU_ASSERT_EQUAL(c->popup[FOTA_PRIO_HIGH], AGENT_POPUP_NOTIFY);
+	CU_ASSERT_EQUAL(c->defer_s, 300);
+	CU_ASSERT_EQUAL(c->reboot_max_defers, 4);
+	CU_ASSERT_EQUAL(c->reboot_max_total_s, 90 * 60);
+	CU_ASSERT_EQUAL(c->hook_timeout_s, 7);
+	CU_ASSERT_STRING_EQUAL(c->install_message, "Hello");
+	CU_ASSERT_STRING_EQUAL(c->net_status_file, "/run/net");
+	CU_ASSERT_EQUAL(c->roaming, FOTA_ROAM_WIFI_ONLY);
+	CU_ASSERT(c->keep_package);
+	CU_ASSERT_STRING_EQUAL(c->fumo_node, "./FUMO/x");
+	agent_config_free(c);
+	expect_bad_config("[ui]\npopup_medium = ask\n", "[ui] popup_medium: must be none, notify or prompt");
+	expect_bad_config("[network]\nroaming = sometimes\n", "[network] roaming: must be allow, deny or wifi-only");
+	expect_bad_config("[agent]\nkeep_package = maybe\n", "[agent] keep_package: must be yes or no");
+	expect_bad_config("[ui]\nhook_timeout_seconds = 0\n", "hook_timeout_seconds: must be at least 1");
+	expect_bad_config("[network]\nstatus_file = /a\nstatus_command = echo home\n", "give only one");
+	expect_bad_config("[ui]\nconsent = x\n", "[ui] consent: unknown key");
+	expect_bad_config("[ui]\ndefer_minutes = -1\n", "[ui] defer_minutes");
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void test_fumo_hooks(void)
+{
+	struct fota_error err;
+	char out[64];
+	fota_error_clear(&err);
+	CU_ASSERT_EQUAL(agent_hook_run("t", "exit 0", NULL, NULL, 5, NULL, 0, &err), 0);
+	CU_ASSERT_EQUAL(agent_hook_run("t", "exit 2", NULL, NULL, 5, NULL, 0, &err), 2);
+	/* arguments as $1, $2; environment added; the first line of stdout, trimmed */
+	const char *args[] = { "install", "Hello world", NULL };
+	const char *env[] = { "FOTA_T1=one", "FOTA_T2=two", NULL };
+	CU_ASSERT_EQUAL(agent_hook_run("t", "printf '%s|%s|%s|%s  \\nsecond\\n' \"$1\" \"$2\" \"$FOTA_T1\" \"$FOTA_T2\"",
+				       args, env, 5, out, sizeof(out), &err), 0);
+	CU_ASSERT_STRING_EQUAL(out, "install|Hello world|one|two");
+	CU_ASSERT_PTR_NULL(getenv("FOTA_T1")); /* the agent's own environment is unchanged */
+	/* output longer than the buffer is cut */
+	CU_ASSERT_EQUAL(agent_hook_run("t", "printf '%0100d\\n' 0", NULL, NULL, 5, out, 8, &err), 0);
+	CU_ASSERT_EQUAL(strlen(out), 7);
+	/* a hook that outlives its timeout is killed, its children too */
+	int64_t t0 = mono_ms();
+	fota_error_clear(&err);
+	CU_ASSERT_EQUAL(agent_hook_run("slow", "sleep 30 & sleep 30", NULL, NULL, 1, out, sizeof(out), &err),
+			AGENT_HOOK_TIMEOUT);
+	int64_t dt = mono_ms() - t0;
+	CU_ASSERT(dt >= 900 && dt < 5000);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "slow"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "killed"));
+	/* killed by a signal */
+	CU_ASSERT_EQUAL(agent_hook_run("t", "kill -9 $$", NULL, NULL, 5, NULL, 0, &err), AGENT_HOOK_FAILED);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "signal 9"));
+	/* stdin is /dev/null: a hook that reads does not hang */
+	CU_ASSERT_EQUAL(agent_hook_run("t", "read x; exit 3", NULL, NULL, 5, NULL, 0, &err), 3);
+}
+
+static void add(CU_pSuite s)
+{
+	UNIT_ADD(s, test_fumo_state_names);
+	UNIT_ADD(s, test_fumo_transitions);
+	UNIT_ADD(s, test_fumo_result_table);
+	UNIT_ADD(s, test_fumo_result_for);
+	UNIT_ADD(s, test_fumo_journal_v2);
+	UNIT_ADD(s, test_fumo_journal_v1);
+	UNIT_ADD(s, test_fumo_config_policy);
+	UNIT_ADD(s, test_fumo_hooks);
+}
+
+UNIT_SUITE("agent/fumo", add)
