@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_getCParams, exported by libzstd 1.5 */
 #include <zstd.h>
 
 #include "fota/delta.h"
@@ -406,6 +407,29 @@ static void job_fail(struct job *j, fota_status st, const char *m, const char *d
 	snprintf(j->msg, sizeof(j->msg), "%s%s", m, detail ? detail : "");
 }
 
+/* Set the level, window log and match-finder table sizes for coding src_size bytes
+ * after a prefix of dict_size. The level's tables are capped at 2^wlog entries (hash
+ * 2^(wlog-1)): a compressor does not need more entries than window positions, and the
+ * level's own choice (up to 2^24 chain entries at level 19) costs tens of MiB. */
+static size_t set_level(ZSTD_CCtx *cc, int level, unsigned wlog, uint64_t src_size, uint64_t dict_size)
+{
+	ZSTD_compressionParameters cp = ZSTD_getCParams(level, src_size, (size_t)dict_size);
+	unsigned clog = cp.chainLog < wlog ? cp.chainLog : wlog;
+	unsigned hlog = cp.hashLog < wlog - 1 ? cp.hashLog : wlog - 1;
+	if (clog < ZSTD_CHAINLOG_MIN)
+		clog = ZSTD_CHAINLOG_MIN;
+	if (hlog < ZSTD_HASHLOG_MIN)
+		hlog = ZSTD_HASHLOG_MIN;
+	size_t r = ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, level);
+	if (!ZSTD_isError(r))
+		r = ZSTD_CCtx_setParameter(cc, ZSTD_c_windowLog, (int)wlog);
+	if (!ZSTD_isError(r))
+		r = ZSTD_CCtx_setParameter(cc, ZSTD_c_chainLog, (int)clog);
+	if (!ZSTD_isError(r))
+		r = ZSTD_CCtx_setParameter(cc, ZSTD_c_hashLog, (int)hlog);
+	return r;
+}
+
 static void run_stream(struct job *j)
 {
 	struct plan *p = j->p;
@@ -424,9 +448,7 @@ static void run_stream(struct job *j)
 	ZSTD_CCtx *cc = ZSTD_createCCtx();
 	if (!cc)
 		return job_fail(j, FOTA_E_NOMEM, "out of memory", NULL);
-	size_t r = ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, j->level);
-	if (!ZSTD_isError(r))
-		r = ZSTD_CCtx_setParameter(cc, ZSTD_c_windowLog, (int)j->wlog);
+	size_t r = set_level(cc, j->level, j->wlog, total, 0);
 	if (!ZSTD_isError(r))
 		r = ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, 1);
 	if (!ZSTD_isError(r))
@@ -497,9 +519,7 @@ static void run_window(struct job *j)
 	if (j->estimate && j->level > WINDOW_PRE_LEVEL) {
 		/* A quick look first: a window the fast level codes far above the script is not
 		 * worth the slow level's trial (which mostly pays for indexing the prefix). */
-		r = ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, WINDOW_PRE_LEVEL);
-		if (!ZSTD_isError(r))
-			r = ZSTD_CCtx_setParameter(cc, ZSTD_c_windowLog, (int)wl);
+		r = set_level(cc, WINDOW_PRE_LEVEL, wl, k->new_len, k->src_len);
 		if (!ZSTD_isError(r))
 			r = ZSTD_CCtx_refPrefix(cc, pre, (size_t)k->src_len);
 		if (!ZSTD_isError(r))
@@ -512,9 +532,7 @@ static void run_window(struct job *j)
 			goto out;
 		ZSTD_CCtx_reset(cc, ZSTD_reset_session_and_parameters);
 	}
-	r = ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, j->level);
-	if (!ZSTD_isError(r))
-		r = ZSTD_CCtx_setParameter(cc, ZSTD_c_windowLog, (int)wl);
+	r = set_level(cc, j->level, wl, k->new_len, k->src_len);
 	if (!ZSTD_isError(r))
 		r = ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, 1);
 	if (!ZSTD_isError(r))

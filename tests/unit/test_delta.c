@@ -662,6 +662,50 @@ static void test_delta_sa64_same_script(void)
 	free(b);
 }
 
+/* Matching skips positions where its n-gram filter shows no match could be taken; it must
+ * still find short moved pieces (12 to 40 bytes, the shortest it may take being 9),
+ * pieces that end at old's last byte (the bucket keys of the short last suffixes), and
+ * the script must be the same for one and two threads. */
+static void test_delta_short_matches_found(void)
+{
+	size_t n = 200000, nl = 0, copied = 0;
+	uint8_t *a = rnd(n, 31), *b = malloc(3 * n), *noise = rnd(n, 32);
+	uint64_t x = 12345;
+	size_t ni = 0;
+	while (nl + 100 < 3 * n && ni + 16 < n) {
+		x = x * 6364136223846793005u + 1442695040888963407u;
+		size_t len = 12 + (size_t)(x >> 33) % 29;
+		size_t at = (size_t)(x >> 13) % (n - len);
+		if ((x >> 7) % 8 == 0)
+			at = n - len; /* ends at old's last byte */
+		memcpy(b + nl, a + at, len);
+		nl += len;
+		copied += len;
+		size_t gap = 1 + (size_t)(x >> 3) % 16;
+		memcpy(b + nl, noise + ni, gap);
+		nl += gap;
+		ni += gap;
+	}
+	struct fota_delta_opts one = {1, 0, 0}, two = {2, 0, 0};
+	struct fota_delta_script *s1 = NULL, *s2 = NULL;
+	CU_ASSERT_EQUAL_FATAL(fota_delta_diff(a, n, b, nl, &one, &s1, NULL), FOTA_OK);
+	CU_ASSERT_EQUAL_FATAL(fota_delta_diff(a, n, b, nl, &two, &s2, NULL), FOTA_OK);
+	/* the diff stream covers the matched bytes; nearly all copied pieces are matched */
+	CU_ASSERT(s1->diff_len * 10 >= copied * 9);
+	size_t exact = 0;
+	for (uint64_t i = 0; i < s1->diff_len; i++)
+		exact += s1->diff[i] == 0;
+	CU_ASSERT(exact * 10 >= copied * 9);
+	CU_ASSERT(s1->n_ctrl == s2->n_ctrl && memcmp(s1->ctrl, s2->ctrl, s1->n_ctrl * sizeof(*s1->ctrl)) == 0);
+	CU_ASSERT(s1->diff_len == s2->diff_len && memcmp(s1->diff, s2->diff, s1->diff_len) == 0);
+	fota_delta_script_free(s1);
+	fota_delta_script_free(s2);
+	round_trip(a, n, b, nl, 1);
+	free(a);
+	free(b);
+	free(noise);
+}
+
 static void add(CU_pSuite s)
 {
 	UNIT_ADD(s, test_delta_empty_and_tiny);
@@ -678,6 +722,7 @@ static void add(CU_pSuite s)
 	UNIT_ADD(s, test_delta_apply_files);
 	UNIT_ADD(s, test_delta_a64_filter);
 	UNIT_ADD(s, test_delta_sa64_same_script);
+	UNIT_ADD(s, test_delta_short_matches_found);
 }
 
 UNIT_SUITE("formats/delta", add)
