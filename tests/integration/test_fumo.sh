@@ -212,6 +212,23 @@ mkdev keep "agent|keep_package = yes"
 ag -q download-and-update "file://$WWW/full.fota"
 [ "$(state)" = 90 ] && [ -s "$D/state/payloads.cache" ] && pass "keep_package: state 90, the package stays" || fail "90" "$(state)"
 
+# 90 -> 50: Update again with the kept package
+ag -q update && [ "$(state)" = 90 ] && target_ok && pass "Update again from 90: 90 -> 50 -> 60 -> 90" || fail "update from 90" "$(state)"
+
+# 60 -> 80: a corrupt chunk met while streaming into the update (stream mode)
+mkdev st "download|mode = stream"
+ag -q download-and-update "file://$WWW/corrupt.fota" 2>/dev/null; rc=$?
+[ "$(report_field result)" = 402 ] && [ "$(state)" = 80 ] && [ $rc = 8 ] && [ "$(sha256sum <"$D/a.img")" = "$(sha256sum <"$WORK/src.img")" ] \
+  && pass "stream: corrupt chunk during the update: 402, 60 -> 80, source untouched" || fail "60 -> 80" "$(report_field result) $(state) $rc"
+
+# 30 -> 20 by cancel: the download prompt deferred (exit 2), then the user cancels
+mkdev cx "ui|consent_command = exit 2"
+before=$(slots)
+ag -q download-and-update "file://$WWW/full.fota"; rc=$?
+[ $rc = 15 ] && [ "$(state)" = 30 ] && pass "download prompt deferred: exit 15, state 30" || fail "dl defer" "$rc $(state)"
+ag -q cancel && [ "$(state)" = 20 ] && [ "$(report_field result)" = 401 ] && [ "$(slots)" = "$before" ] \
+  && pass "cancel in 30: 401, state 20, slots untouched" || fail "cancel 30" "$(state) $(report_field result)"
+
 # ---- policies ----
 # silent: no download prompt; the install consent still runs
 mkdev sil "ui|consent_command = echo \"\$1\" >> $WORK/sil/hooks.log"
