@@ -135,7 +135,9 @@ echo "   faults: the 2nd request is cut after 16384 bytes, the 3rd answers 503"
 
 A=("$BIN/fota-agent" -c "$DEV/agent.conf")
 tu0=$(date +%s.%N)
-"${A[@]}" download-and-update "$URL" 2>"$OUT/agent-1.log" &
+# as an OMA DM client would start it: FUMO DownloadAndUpdate with the server's correlator
+"${A[@]}" download-and-update --correlator demo-0001 --pkg-name demo-firmware --pkg-version 1.1 "$URL" \
+  2>"$OUT/agent-1.log" &
 AGENT_PID=$!
 PIDS="$PIDS $AGENT_PID"
 # The "power cut": once the journal says the apply is in progress and the agent has
@@ -182,6 +184,7 @@ PY
 )
   echo "   POWER CUT (kill -9, standing in for power loss) after chunk $cut_at/$n was applied: exit $rc1"
   echo "   journal: phase '$phase', last checkpoint at chunk $jck/$n; slot b holds chunks 1..$held"
+  "${A[@]}" status --json | jq -r '"   status --json: FUMO state \(.state) (\(.state_name)), progress \(.progress)%"' || true
 else
   echo "   the kill did not land mid-apply (phase '${phase:-none}', exit $rc1)" >&2
   held=0 jck=0
@@ -200,7 +203,9 @@ cmp "$DEV/slot_a.img" "$OUT/old.img" && echo "   slot a (the running 1.0) was ne
 
 say "8. the agent's report"
 if "$BIN/fota-agent" --help 2>&1 | grep -qE '^ +report'; then
+  echo "   fota-agent report --json (the FUMO Generic Alert):"
   "${A[@]}" report --json | { jq . 2>/dev/null || cat; } | sed 's/^/   /'
+  echo "   fota-agent report --syncml (what the DM client sends):"
   "${A[@]}" report --syncml 2>/dev/null | sed 's/^/   /' || true
 else
   echo "   (this build has no FUMO 'report' command yet; fota-agent status --json:)"

@@ -91,6 +91,13 @@ cmp -s "$D/device/slot_a.img" "$D/old.img" && pass "demo: slot a untouched" || f
 [ "$(cat "$D/device/bootslot" 2>/dev/null)" = b ] && pass "demo: switch hook chose slot b" || fail "demo: switch hook chose slot b"
 st=$("$FOTA_BIN/fota-agent" -c "$D/device/agent.conf" status --json 2>&1)
 case $st in *'"phase":"done"'*'"result":0,'*) pass "demo: agent job done, result 0" ;; *) fail "demo: agent job done" "$st" ;; esac
+rep=$("$FOTA_BIN/fota-agent" -c "$D/device/agent.conf" report --json 2>&1)
+if echo "$rep" | jq -e '.result == 200 and .correlator == "demo-0001" and (.alert_type | endswith(".downloadandupdate"))' >/dev/null 2>&1; then
+  pass "demo: FUMO report: 200, correlator demo-0001, DownloadAndUpdate"
+else
+  fail "demo: FUMO report" "$rep"
+fi
+grep -q '<Data>1226</Data>' "$WORK/demo.log" && pass "demo: prints the SyncML Alert 1226" || fail "demo: prints the SyncML Alert 1226"
 
 # nothing left running
 left=$(pgrep -f "$WORK" || true)
