@@ -97,6 +97,34 @@ static int parse_ull(const char *s, unsigned long long *out)
 	return 0;
 }
 
+/* A decimal number at *s (no sign), *s moved past it; -1 if none or out of range. */
+static int scan_ull(const char **s, unsigned long long *out)
+{
+	char *end;
+	if (**s < '0' || **s > '9')
+		return -1;
+	errno = 0;
+	unsigned long long v = strtoull(*s, &end, 10);
+	if (errno)
+		return -1;
+	*s = end;
+	*out = v;
+	return 0;
+}
+
+/* "bytes A-B/..." -> A, B and what follows the slash. */
+static int parse_content_range(const char *in, unsigned long long *a, unsigned long long *b, const char **total)
+{
+	const char *p = in;
+	if (strncmp(p, "bytes ", 6) != 0)
+		return -1;
+	p += 6;
+	if (scan_ull(&p, a) < 0 || *p++ != '-' || scan_ull(&p, b) < 0 || *p++ != '/' || !*p)
+		return -1;
+	*total = p;
+	return 0;
+}
+
 static int parse_ll(const char *s, long long *out)
 {
 	char *end;
@@ -442,11 +470,13 @@ static int do_stall(int cfd, long ms)
 static void rewrite_content_range(const char *in, const struct fault *f, char *out, size_t out_len)
 {
 	unsigned long long a, b;
+	const char *tp;
 	char total[64];
-	if (sscanf(in, "bytes %llu-%llu/%63s", &a, &b, total) != 3) {
+	if (parse_content_range(in, &a, &b, &tp) < 0) {
 		snprintf(out, out_len, "%s", in);
 		return;
 	}
+	snprintf(total, sizeof total, "%.*s", (int)strcspn(tp, " \t\r\n"), tp);
 	if (f->has_cr_shift) {
 		long long d = f->cr_shift;
 		if (d < 0 && (unsigned long long)(-d) > a)
@@ -558,21 +588,27 @@ static void serve(int cfd)
 
 	/* response head */
 	size_t rhlen, rtotal;
-	if (read_head(ufd, resp, HEAD_MAX, &rhlen, &rtotal) < 0 ||
-	    sscanf(resp, "HTTP/1.%*d %d", &r.status) != 1) {
+	unsigned long long ustatus = 0;
+	const char *sp = resp + 9; /* "HTTP/1.x NNN" */
+	if (read_head(ufd, resp, HEAD_MAX, &rhlen, &rtotal) < 0 || strncmp(resp, "HTTP/1.", 7) != 0 ||
+	    resp[8] != ' ' || scan_ull(&sp, &ustatus) < 0 || ustatus < 100 || ustatus > 999) {
 		const char bad[] = "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 		r.status = 502;
 		r.end = "upstream-error";
 		write_all(cfd, bad, sizeof bad - 1);
 		goto out;
 	}
+	r.status = (int)ustatus;
 	unsigned long long clen = 0, range_start = 0;
 	int has_clen = header_get(resp, "Content-Length", v, sizeof v) == 0 && parse_ull(v, &clen) == 0;
 	if (has_clen)
 		r.clen = (long long)clen;
 	char cr[128];
-	if (header_get(resp, "Content-Range", cr, sizeof cr) == 0)
-		sscanf(cr, "bytes %llu-", &range_start);
+	unsigned long long range_end;
+	const char *range_total;
+	if (header_get(resp, "Content-Range", cr, sizeof cr) == 0 &&
+	    parse_content_range(cr, &range_start, &range_end, &range_total) < 0)
+		range_start = 0;
 	int is_head = strcmp(r.method, "HEAD") == 0;
 
 	ol = 0;

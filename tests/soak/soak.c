@@ -148,10 +148,14 @@ static int proxy_start(struct proxy *p, const char *bin, const char *dir, int ng
 	for (int i = 0; i < 100; i++) {
 		FILE *f = fopen(portfile, "r");
 		if (f) {
-			int ok = fscanf(f, "%d", &p->port) == 1;
+			char line[32];
+			char *end = NULL;
+			long v = fgets(line, sizeof(line), f) ? strtol(line, &end, 10) : 0;
 			fclose(f);
-			if (ok)
+			if (end && end != line && v > 0 && v < 65536) {
+				p->port = (int)v;
 				return 0;
+			}
 		}
 		struct timespec ts = { 0, 50 * 1000 * 1000 };
 		nanosleep(&ts, NULL);
@@ -192,7 +196,9 @@ static void proxy_stop(struct proxy *p, struct totals *t)
  * (test_net_faults.sh covers both): a flipped byte (the signature fails) and a wrong
  * total before the job knows the package's size (the manifest disagrees). So flips never
  * hit requests 1-2, and an update with a changing fault gets no flip and only one
- * changing fault.
+ * changing fault. At most one flip per update: a payload that fails its hash is fetched
+ * once more, and a second failure in a row is a corrupt package (402) by design, which
+ * two flips on consecutive requests would provoke.
  */
 static int pick_faults(char rules[][96], unsigned n_req, bool changing, struct totals *t)
 {
@@ -203,7 +209,7 @@ static int pick_faults(char rules[][96], unsigned n_req, bool changing, struct t
 		unsigned kind = (unsigned)rnd_below(changing ? 8 : 6);
 		if (kind == 5 && rnd_below(3) != 0)
 			kind = 4; /* stalls cost a second of real time each: fewer of them */
-		if ((kind >= 6 && (changed || flipped)) || (kind == 4 && changed))
+		if ((kind >= 6 && (changed || flipped)) || (kind == 4 && (changed || flipped)))
 			kind = 0;
 		switch (kind) {
 		case 0: snprintf(rules[out], 96, "req=%u:drop-after=%llu", req, (unsigned long long)rnd_below(60000)); break;
@@ -319,7 +325,7 @@ static bool one_update(struct device *d, const char *dir, int nginx_port, const 
 		free(junk);
 	}
 	uint64_t active_writes = active ? fota_sim_dev_writes(d->sim, active) : 0;
-	struct fclock ck = { 1893456000000ll + (int64_t)index * 86400000ll };
+	struct fclock ck = { 1893456000000LL + (int64_t)index * 86400000LL };
 	bool ok = false, first = true, any_cut = false;
 	uint64_t events_total = 0;
 	char msg[FOTA_ERROR_MSG_MAX] = "";
@@ -374,7 +380,6 @@ static bool one_update(struct device *d, const char *dir, int nginx_port, const 
 			continue;
 		}
 		fota_sim_set_cut(d->sim, 0, false);
-		first = false;
 		if (rc == 0 && ph == AGENT_PH_DONE) {
 			ok = true;
 			break;
@@ -418,9 +423,7 @@ static bool one_update(struct device *d, const char *dir, int nginx_port, const 
 		d->holds_a = !to_b;
 		if (d->mode == FOTA_MODE_AB)
 			d->active = d->active == 'a' ? 'b' : 'a';
-		if (!any_cut)
-			d->est_events = events_total;
-		else if (!d->est_events)
+		if (!any_cut || !d->est_events)
 			d->est_events = events_total;
 	}
 	if (!d->est_events)
@@ -446,7 +449,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const char *dir = argv[1], *proxy_bin = argv[3];
-	int nginx_port = atoi(argv[2]);
+	int nginx_port = (int)strtol(argv[2], NULL, 10);
 	unsigned updates = (unsigned)strtoul(argv[4], NULL, 10);
 	rng_state ^= strtoull(argv[5], NULL, 10) * 0x9e3779b97f4a7c15ull;
 	char p[700];
@@ -472,6 +475,8 @@ int main(int argc, char **argv)
 	    fota_sim_dev_set(devs[1].sim, "part", img_a, la) != FOTA_OK ||
 	    fota_sim_dev_set(devs[1].sim, "scratch", zero, 4u << 20) != FOTA_OK) {
 		fprintf(stderr, "soak: out of memory\n");
+		free(junk);
+		free(zero);
 		return 1;
 	}
 	free(junk);
