@@ -15,10 +15,27 @@
 #include "fota/util.h"
 #include "storage.h"
 
+/*
+ * Writeback is started early: once FILE_KICK bytes have been written in sequence, the
+ * kernel is asked to start writing them out (sync_file_range SYNC_FILE_RANGE_WRITE, which
+ * does not wait for the device), so that the device writes while the agent computes and
+ * the fsync at the next checkpoint finds little left to do, instead of a second of dirty
+ * pages. Durability is unchanged: only fsync (file_sync) counts.
+ */
+#define FILE_KICK (8u << 20)
+
 struct file_storage {
 	struct fota_storage base;
 	int fd;
+	uint64_t run_from, run_to; /* the current run of sequential writes not yet kicked */
 };
+
+static void kick(struct file_storage *f)
+{
+	if (f->run_to > f->run_from)
+		(void)sync_file_range(f->fd, (off_t)f->run_from, (off_t)(f->run_to - f->run_from), SYNC_FILE_RANGE_WRITE);
+	f->run_from = f->run_to;
+}
 
 static fota_status file_read(struct fota_storage *s, uint64_t off, void *buf, size_t len, struct fota_error *err)
 {
@@ -46,6 +63,7 @@ static fota_status file_write(struct fota_storage *s, uint64_t off, const void *
 {
 	struct file_storage *f = (struct file_storage *)s;
 	const uint8_t *p = buf;
+	const uint64_t start = off;
 	while (len > 0) {
 		ssize_t n = pwrite(f->fd, p, len, (off_t)off);
 		if (n < 0 && errno == EINTR)
@@ -57,6 +75,13 @@ static fota_status file_write(struct fota_storage *s, uint64_t off, const void *
 		off += (uint64_t)n;
 		len -= (size_t)n;
 	}
+	if (start != f->run_to) { /* not sequential: a new run */
+		kick(f);
+		f->run_from = start;
+	}
+	f->run_to = off;
+	if (f->run_to - f->run_from >= FILE_KICK)
+		kick(f);
 	return FOTA_OK;
 }
 
