@@ -4,6 +4,17 @@
 # (target: below 16 MiB, whatever the image size) and update throughput next to
 # `cp` + `sync` of the same image (target: at least half of cp's). Also the streaming
 # mode (download-and-update, one payload at a time) for its RSS.
+# What is compared (printed with the table too): `cp IMAGE COPY && sync COPY` (coreutils
+# cp: copy_file_range, the image warm in the page cache, the copy a new file, its fsync
+# included) against `fota-agent update` (process start, journal and signature check,
+# reading the downloaded package cache, warm in the page cache after the download,
+# decompressing, writing the inactive slot, a truncated file of the image's size, every
+# chunk's and the whole image's SHA-256, its fsyncs and journal commits). No dirty pages
+# before either (sync). The two alternate, BENCH_AGENT_RUNS times (default 3), and the
+# fastest of each counts, since the machine may be shared; the CPU seconds (user + sys,
+# children included) of those runs and the load average are printed too, because cp
+# mostly waits for the disk while the agent mostly computes, so a busy CPU slows the
+# agent far more than cp.
 # BENCH_AGENT_MIB="64 1024" sets the image sizes.
 set -u
 BUILD=${1:-build}
@@ -57,7 +68,22 @@ mode = $2
 CONF
 }
 
-printf '%-8s %-22s %10s %10s %12s\n' image step seconds "peak RSS" throughput
+# tmeasure CMD...: like measure (bench/lib.sh), and M_CPU = user + sys seconds
+tmeasure() {
+  local tf
+  tf=$(mktemp)
+  /usr/bin/time -f '%e %M %U %S' -o "$tf" "$@" >"$M_LOG" 2>&1
+  M_RC=$?
+  read -r M_S M_KB M_U M_SY < <(tail -n 1 "$tf")
+  rm -f "$tf"
+  M_CPU=$(awk -v u="${M_U:-0}" -v s="${M_SY:-0}" 'BEGIN { printf "%.2f", u + s }')
+  case "$M_S" in '' | *[!0-9.]*) M_S=0 ;; esac
+  case "$M_KB" in '' | *[!0-9]*) M_KB=0 ;; esac
+}
+fmin() { awk -v a="$1" -v b="$2" 'BEGIN { print (b < a) ? b : a }'; }
+
+echo "cp: 'cp IMAGE COPY && sync COPY', image warm; update: 'fota-agent update' from the warm download cache, fsyncs included; fastest of ${BENCH_AGENT_RUNS:-3} alternating runs"
+printf '%-8s %-22s %10s %10s %12s %8s\n' image step seconds "peak RSS" throughput "CPU s"
 json="["
 sep=""
 for mib in $MIBS; do
@@ -75,11 +101,12 @@ for mib in $MIBS; do
   # cp + sync of the image: the reference. Each step starts with no dirty pages and
   # runs BENCH_AGENT_RUNS times (default 3); the fastest run counts (the machine is shared).
   runs=${BENCH_AGENT_RUNS:-3}
-  cp_s=999999 up_s=999999 dl_s=0 dl_kb=0 up_kb=0 exact=true
+  cp_s=999999 up_s=999999 cp_cpu=999999 up_cpu=999999 dl_s=0 dl_kb=0 up_kb=0 exact=true
+  load=$(cut -d' ' -f1 /proc/loadavg)
   for ((r = 0; r < runs; r++)); do
     rm -f "$W/cp.img"; sync
-    measure sh -c "cp '$img' '$W/cp.img' && sync '$W/cp.img'"
-    cp_s=$(awk -v a="$cp_s" -v b="$M_S" 'BEGIN { print (b < a) ? b : a }')
+    tmeasure sh -c "cp '$img' '$W/cp.img' && sync '$W/cp.img'"
+    cp_s=$(fmin "$cp_s" "$M_S"); cp_cpu=$(fmin "$cp_cpu" "$M_CPU")
     rm -f "$W/cp.img"
 
     d=$W/dev-store
@@ -90,9 +117,9 @@ for mib in $MIBS; do
     [ "$M_RC" -eq 0 ] || { echo "download failed: $(tail -3 "$M_LOG")"; exit 1; }
     dl_s=$M_S; [ "$M_KB" -gt "$dl_kb" ] && dl_kb=$M_KB
     sync
-    measure "$BIN/fota-agent" -q -c "$d/agent.conf" update
+    tmeasure "$BIN/fota-agent" -q -c "$d/agent.conf" update
     [ "$M_RC" -eq 0 ] || { echo "update failed: $(tail -3 "$M_LOG")"; exit 1; }
-    up_s=$(awk -v a="$up_s" -v b="$M_S" 'BEGIN { print (b < a) ? b : a }')
+    up_s=$(fmin "$up_s" "$M_S"); up_cpu=$(fmin "$up_cpu" "$M_CPU")
     [ "$M_KB" -gt "$up_kb" ] && up_kb=$M_KB
     cmp -s -n "$bytes" "$img" "$d/b.img" || exact=false
     rm -rf "$d"
@@ -109,15 +136,16 @@ for mib in $MIBS; do
   rm -rf "$d"
 
   mbps() { awk -v b="$bytes" -v s="$1" 'BEGIN { if (s > 0) printf "%.0f MB/s", b / s / 1e6; else print "-" }'; }
-  printf '%-8s %-22s %10s %7s MiB %12s\n' "${mib}M" "cp + sync" "$cp_s" "-" "$(mbps "$cp_s")"
-  printf '%-8s %-22s %10s %7s MiB %12s\n' "${mib}M" "agent download" "$dl_s" "$((dl_kb / 1024))" "$(mbps "$dl_s")"
-  printf '%-8s %-22s %10s %7s MiB %12s\n' "${mib}M" "agent update" "$up_s" "$((up_kb / 1024))" "$(mbps "$up_s")"
-  printf '%-8s %-22s %10s %7s MiB %12s\n' "${mib}M" "agent stream d+u" "$st_s" "$((st_kb / 1024))" "$(mbps "$st_s")"
+  printf '%-8s %-22s %10s %7s MiB %12s %8s\n' "${mib}M" "cp + sync" "$cp_s" "-" "$(mbps "$cp_s")" "$cp_cpu"
+  printf '%-8s %-22s %10s %7s MiB %12s %8s\n' "${mib}M" "agent download" "$dl_s" "$((dl_kb / 1024))" "$(mbps "$dl_s")" "-"
+  printf '%-8s %-22s %10s %7s MiB %12s %8s\n' "${mib}M" "agent update" "$up_s" "$((up_kb / 1024))" "$(mbps "$up_s")" "$up_cpu"
+  printf '%-8s %-22s %10s %7s MiB %12s %8s\n' "${mib}M" "agent stream d+u" "$st_s" "$((st_kb / 1024))" "$(mbps "$st_s")" "-"
+  echo "         load average (1 min) before the runs: $load on $(nproc) CPUs"
   ratio=$(awk -v c="$cp_s" -v u="$up_s" 'BEGIN { if (u > 0) printf "%.2f", c / u; else print 0 }')
   rss_ok=$([ "$dl_kb" -lt 16384 ] && [ "$up_kb" -lt 16384 ] && [ "$st_kb" -lt 16384 ] && echo true || echo false)
   speed_ok=$(awk -v r="$ratio" 'BEGIN { print (r >= 0.5) ? "true" : "false" }')
   echo "         update speed / cp speed = $ratio (target >= 0.5: $speed_ok); peak RSS < 16 MiB: $rss_ok; target exact: $exact"
-  json+="$sep{\"image_mib\":$mib,\"package_bytes\":$(fsize "$pkg"),\"cp_sync_s\":$cp_s,\"download_s\":$dl_s,\"download_rss_kib\":$dl_kb,\"update_s\":$up_s,\"update_rss_kib\":$up_kb,\"stream_s\":$st_s,\"stream_rss_kib\":$st_kb,\"update_vs_cp\":$ratio,\"rss_below_16mib\":$rss_ok,\"speed_at_least_half_cp\":$speed_ok,\"exact\":$exact}"
+  json+="$sep{\"image_mib\":$mib,\"package_bytes\":$(fsize "$pkg"),\"cp_sync_s\":$cp_s,\"cp_sync_cpu_s\":$cp_cpu,\"update_cpu_s\":$up_cpu,\"loadavg\":$load,\"download_s\":$dl_s,\"download_rss_kib\":$dl_kb,\"update_s\":$up_s,\"update_rss_kib\":$up_kb,\"stream_s\":$st_s,\"stream_rss_kib\":$st_kb,\"update_vs_cp\":$ratio,\"rss_below_16mib\":$rss_ok,\"speed_at_least_half_cp\":$speed_ok,\"exact\":$exact}"
   sep=","
 done
 json+="]"
