@@ -44,7 +44,7 @@ fota_status fota_bsdiff40_apply(const struct fota_delta_io *io, uint64_t source_
 #define DELTA_BLOCK_LOG_MAX 24
 #define DELTA_BLOCK_LOG_DEFAULT 20
 #define DELTA_CTRL_CAP 131072u         /* raw control bytes per block */
-#define DELTA_WLOG_DEFAULT 22
+#define DELTA_WLOG_DEFAULT 21
 #define DELTA_LEVEL_DEFAULT 19
 #define DELTA_IO_BUF 65536u            /* apply's source, diff and target buffers */
 #define DELTA_BLK_HDR_MAX 70           /* seven varints of at most 10 bytes */

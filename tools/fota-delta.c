@@ -40,7 +40,7 @@ static const char usage_text[] =
 	"       zstd format (FORMAT.md section 7); bsdiff40 is classic bsdiff 4.x, readable by bspatch.\n"
 	"       --threads N: threads for matching and compression (0 = all cores; the patch is the\n"
 	"       same for every N). --window SIZE: largest zstd window the patch may need\n"
-	"       (power of two, e.g. 4M; default 4M); apply needs about SIZE + 9 MiB.\n"
+	"       (power of two, e.g. 4M; default 2M); apply needs about SIZE + 9 MiB.\n"
 	"       --level N: zstd level 1..22 (default 19). --json: print a summary on stdout.\n"
 	"patch  applies PATCH (either format) to OLD, writing NEW atomically (NEW.tmp, rename).\n"
 	"       --mem-limit SIZE caps apply's memory (default 16M); a patch needing more is refused.\n"
