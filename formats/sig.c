@@ -890,7 +890,7 @@ static int tlv_next(const uint8_t **p, const uint8_t *end, struct tlv *t)
  * be a well-formed SignedData (it parsed and re-encodes to the same bytes).
  */
 static fota_status check_unsigned_fields(const uint8_t *der, size_t len, int want_md,
-					 struct fota_error *err)
+					 struct tlv *sid_out, struct fota_error *err)
 {
 	const uint8_t *p = der, *end = der + len;
 	struct tlv ci, oid, ex, sd, ver, dalgs, eci, t, si, siver, sid;
@@ -925,6 +925,7 @@ static fota_status check_unsigned_fields(const uint8_t *der, size_t len, int wan
 	end = si.val + si.len;
 	if (tlv_next(&p, end, &siver) || siver.tag != 0x02 || siver.len != 1 || tlv_next(&p, end, &sid))
 		goto bad;
+	*sid_out = sid;
 	unsigned want_si = sid.tag == 0x80 ? 3 : 1;
 	what = "SignerInfo version";
 	if (siver.val[0] != want_si)
@@ -951,6 +952,36 @@ static fota_status check_unsigned_fields(const uint8_t *der, size_t len, int wan
 bad:
 	ERR_clear_error();
 	return fota_error_set(err, FOTA_E_SIGNATURE, "sig: SignedData %s not as RFC 5652 requires", what);
+}
+
+/*
+ * The SignerIdentifier is outside the signature, and OpenSSL matches it to a certificate
+ * loosely (X.509 name comparison folds case and spaces). Require its bytes to be exactly
+ * the signer certificate's: issuer Name DER followed by serialNumber DER, or the
+ * subjectKeyIdentifier octets. Otherwise a changed byte there would go unnoticed.
+ */
+static fota_status check_sid_exact(const struct tlv *sid, X509 *signer, struct fota_error *err)
+{
+	unsigned char *name = NULL, *serial = NULL;
+	int ok = 0;
+
+	if (sid->tag == 0x30) {
+		int nl = i2d_X509_NAME(X509_get_issuer_name(signer), &name);
+		int sl = i2d_ASN1_INTEGER((ASN1_INTEGER *)X509_get0_serialNumber(signer), &serial);
+		ok = nl > 0 && sl > 0 && sid->len == (size_t)nl + (size_t)sl &&
+		     memcmp(sid->val, name, (size_t)nl) == 0 && memcmp(sid->val + nl, serial, (size_t)sl) == 0;
+	} else if (sid->tag == 0x80) {
+		const ASN1_OCTET_STRING *ski = X509_get0_subject_key_id(signer);
+		ok = ski && sid->len == (size_t)ASN1_STRING_length(ski) &&
+		     memcmp(sid->val, ASN1_STRING_get0_data(ski), sid->len) == 0;
+	}
+	OPENSSL_free(name);
+	OPENSSL_free(serial);
+	ERR_clear_error();
+	if (!ok)
+		return fota_error_set(err, FOTA_E_SIGNATURE,
+				      "sig: SignerInfo sid is not byte-identical to the signer certificate's");
+	return FOTA_OK;
 }
 
 /*
@@ -1030,6 +1061,7 @@ fota_status fota_sig_verify(const struct fota_trust *t, const uint8_t *data, siz
 	X509_ALGOR *dig_alg = NULL, *sig_alg = NULL;
 	char key_desc[128];
 	int64_t stime = -1;
+	struct tlv sid = { 0, NULL, 0 };
 
 	if (!t || (!data && len) || (!der && der_len))
 		return fota_error_set(err, FOTA_E_ARG, "sig: verify: invalid arguments");
@@ -1100,7 +1132,7 @@ fota_status fota_sig_verify(const struct fota_trust *t, const uint8_t *data, siz
 				    OBJ_nid2sn(want_md));
 		goto out;
 	}
-	st = check_unsigned_fields(der, der_len, want_md, err);
+	st = check_unsigned_fields(der, der_len, want_md, &sid, err);
 	if (st == FOTA_OK)
 		st = check_signed_attrs(si, ed25519, err);
 	if (st != FOTA_OK)
@@ -1125,6 +1157,9 @@ fota_status fota_sig_verify(const struct fota_trust *t, const uint8_t *data, siz
 		st = fota_error_set(err, FOTA_E_SIGNATURE, "sig: signer certificate not embedded");
 		goto out;
 	}
+	st = check_sid_exact(&sid, signer, err);
+	if (st != FOTA_OK)
+		goto out;
 	if (!sig_alg_fits(sig_alg, X509_get0_pubkey(signer))) {
 		char oid[80] = "none";
 		if (sig_alg)
