@@ -5,7 +5,8 @@
 # For every pair in ../shared/bench/pairs (see bench/README.md for what they are and how
 # to obtain them without that folder) it decompresses OLD and NEW under bench/out/, then
 # runs bsdiff/bspatch, xdelta3 -9, zstd --patch-from -22, and fota-delta (diff with
-# --threads 1 and with default threads, then patch), measuring patch bytes, wall seconds
+# --threads 1 and with default threads, then patch; and fota-fast: --threads 1 at zstd
+# level BENCH_FAST_LEVEL, default 9), measuring patch bytes, wall seconds
 # and peak RSS (/usr/bin/time) and checking every output against NEW with cmp. A
 # generated 1 GiB pair (skip it with BENCH_SKIP_1G=1) shows fota-delta's apply memory on
 # an image far larger than its buffers.
@@ -54,7 +55,8 @@ mkdir -p "$work"
 M_LOG="$work/last.log"
 status=0
 PAIRS=${BENCH_PAIRS:-"mp pyb libc esb ext4"}
-TOOLS="bsdiff xdelta3 zstd fota-1t fota"
+FAST_LEVEL=${BENCH_FAST_LEVEL:-9}
+TOOLS="bsdiff xdelta3 zstd fota-1t fota fota-fast"
 
 # set_cmds TOOL OLD NEW PATCH OUT: fills DIFF and APPLY argument arrays.
 set_cmds() {
@@ -71,6 +73,9 @@ set_cmds() {
       APPLY=(zstd -q -d --long=27 -f "--patch-from=$old" "$p" -o "$o") ;;
     fota-1t) DIFF=("$FOTA" diff --threads 1 "$old" "$new" "$p"); APPLY=("$FOTA" patch "$old" "$p" "$o") ;;
     fota) DIFF=("$FOTA" diff "$old" "$new" "$p"); APPLY=("$FOTA" patch "$old" "$p" "$o") ;;
+    fota-fast)
+      DIFF=("$FOTA" diff --threads 1 --level "$FAST_LEVEL" "$old" "$new" "$p")
+      APPLY=("$FOTA" patch "$old" "$p" "$o") ;;
   esac
 }
 
@@ -123,7 +128,7 @@ bench_one() {
 add_row() {
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$(fsize "$3")" "$(fsize "$4")" \
     "$5" "$6" "$7" "$8" "$9" "${10}" >>"$rows"
-  printf '  %-5s %-8s %12s bytes  diff %7ss %7s KiB  apply %6ss %7s KiB  %s\n' "$1" "$2" "$5" \
+  printf '  %-5s %-9s %12s bytes  diff %7ss %7s KiB  apply %6ss %7s KiB  %s\n' "$1" "$2" "$5" \
     "$6" "$7" "$8" "$9" "${10}" >&2
 }
 
@@ -177,7 +182,7 @@ fi
 
 # Table, targets and JSON from the rows.
 awk -F'\t' -v json="$json" -v date="$(date -u +%Y-%m-%dT%H:%M:%SZ)" -v host="$(uname -srm)" \
-  -v cpus="$(nproc)" -v fota_bin="${FOTA:-missing}" '
+  -v cpus="$(nproc)" -v fota_bin="${FOTA:-missing}" -v fast_level="$FAST_LEVEL" '
 function peer(t) { return t == "bsdiff" || t == "xdelta3" || t == "zstd" }
 function mib(kb) { return kb / 1024 }
 function addt(name, pair, value, pass) {
@@ -199,14 +204,14 @@ END {
     if (pr in best) {
       pass = B[i] <= best[pr]
       F[i] = F[i] sprintf(" size:%s", pass ? "ok" : "MISS")
-      if (T[i] == "fota-1t") addt("patch bytes <= best peer (" bestt[pr] " " best[pr] ")", pr, B[i], pass)
+      if (T[i] == "fota-1t" || T[i] == "fota-fast") addt("patch bytes <= best peer (" bestt[pr] " " best[pr] "), " T[i], pr, B[i], pass)
     }
     if (pr in bds) {
-      if (T[i] == "fota-1t" && (pr == "esb" || pr == "ext4")) {
+      if ((T[i] == "fota-1t" || T[i] == "fota-fast") && (pr == "esb" || pr == "ext4")) {
         sp = DS[i] > 0 ? bds[pr] / DS[i] : 999
         pass = sp >= 3
         F[i] = F[i] sprintf(" diff%.1fx:%s", sp, pass ? "ok" : "MISS")
-        addt("1-thread diff >= 3x faster than bsdiff (" bds[pr] " s)", pr, sprintf("%ss = %.1fx", DS[i], sp), pass)
+        addt("1-thread diff >= 3x faster than bsdiff (" bds[pr] " s), " T[i], pr, sprintf("%ss = %.1fx", DS[i], sp), pass)
       }
       pass = DK[i] <= bdk[pr]
       F[i] = F[i] sprintf(" drss:%s", pass ? "ok" : "MISS")
@@ -229,11 +234,11 @@ END {
       addt("apply peak RSS <= 16 MiB (1 GiB image)", pr, sprintf("%.1f MiB", mib(AK[i])), pass)
     }
   }
-  printf "\n%-6s %-8s %12s %7s %8s %9s %8s %9s  %-6s %s\n", "pair", "tool", "patch B", "ratio", "diff s", "diff MiB", "apply s", "apply MiB", "output", "targets"
+  printf "\n%-6s %-9s %12s %7s %8s %9s %8s %9s  %-6s %s\n", "pair", "tool", "patch B", "ratio", "diff s", "diff MiB", "apply s", "apply MiB", "output", "targets"
   for (k = 1; k <= np; k++)
     for (i = 1; i <= n; i++) if (P[i] == order[k])
-      printf "%-6s %-8s %12d %7s %8.2f %9.1f %8.2f %9.1f  %-6s%s\n", P[i], T[i], B[i], R[i], DS[i], mib(DK[i]), AS[i], mib(AK[i]), OK[i] == "ok" ? "ok" : OK[i], F[i]
-  printf "\nratio: patch bytes / smallest peer patch (bsdiff, xdelta3, zstd) on the pair. fota-1t = fota-delta diff --threads 1.\n"
+      printf "%-6s %-9s %12d %7s %8.2f %9.1f %8.2f %9.1f  %-6s%s\n", P[i], T[i], B[i], R[i], DS[i], mib(DK[i]), AS[i], mib(AK[i]), OK[i] == "ok" ? "ok" : OK[i], F[i]
+  printf "\nratio: patch bytes / smallest peer patch (bsdiff, xdelta3, zstd) on the pair. fota-1t = fota-delta diff --threads 1;\nfota-fast = fota-delta diff --threads 1 --level %s (the speed end of the trade-off, docs/fota-delta.md).\n", fast_level
   if (nt) {
     printf "\ntargets:\n"
     for (t = 1; t <= nt; t++) printf "  %-4s %-6s %-60s %s\n", tpass[t] ? "PASS" : "MISS", tpair[t], tname[t], tval[t]
