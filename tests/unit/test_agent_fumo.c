@@ -317,6 +317,111 @@ static void test_fumo_hooks(void)
 	CU_ASSERT_EQUAL(agent_hook_run("t", "read x; exit 3", NULL, NULL, 5, NULL, 0, &err), 3);
 }
 
+/* One boot of the agent on the surviving simulated storage: the DM server's
+ * DownloadAndUpdate the first time (or again when the cut came before the job was
+ * journaled: the command was never accepted), resume after. */
+static int fumo_boot(struct fota_sim *sim, const struct agent_config *cfg, const char *url, struct tclock *ck,
+		     bool first, struct agent_journal *j)
+{
+	struct agent_env env = { cfg, fota_sim_store(sim), fota_sim_devices(sim), tagent_clock(ck), NULL };
+	struct agent *a = NULL;
+	struct fota_error err;
+	const struct agent_op_args args = { "corr-pc", "fw", "2.0" };
+	fota_error_clear(&err);
+	if (agent_open(&env, &a, &err) != FOTA_OK)
+		return AGENT_EXIT_IO;
+	int rc;
+	if (first || agent_journal(a)->state == FUMO_IDLE)
+		rc = agent_download_op(a, url, true, &args, &err);
+	else
+		rc = agent_resume(a, &err);
+	*j = *agent_journal(a);
+	agent_close(a);
+	return rc;
+}
+
+/*
+ * A power cut at every write, sync and journal step of a DownloadAndUpdate with the
+ * consent hook asked twice (download and install): after the reboot, resume ends in
+ * state 100 with the alert 200 and the server's correlator and package, and the
+ * journal that survived each cut holds a FUMO state on the path 10 -> 30 -> 50 -> 60
+ * -> 100 (never one outside it).
+ */
+static void test_fumo_powercut(void)
+{
+	uint8_t *src, *dst;
+	size_t len;
+	tagent_pair(&src, &dst, &len, 11);
+	char *path = NULL;
+	CU_ASSERT_FATAL(asprintf(&path, "%s/fumo-pc.fota", unit_tmpdir()) > 0);
+	struct tpkg o = { .mode = FOTA_MODE_AB, .chunk = 8192, .model = "HX-100", .security_version = 2,
+			  .corrupt_chunk = -1 };
+	CU_ASSERT_EQUAL_FATAL(tagent_build(path, src, len, dst, len, &o), 0);
+	char url[600];
+	snprintf(url, sizeof(url), "file://%s", path);
+	struct agent_config *cfg = tagent_config(FOTA_MODE_AB, false, "[ui]\nconsent_command = exit 0\n");
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cfg);
+	uint64_t total = 0, tried = 0, survived = 0;
+	for (uint64_t c = 0; c == 0 || c <= total; c++) {
+		for (int torn = 0; torn < (c ? 2 : 1); torn++) {
+			struct fota_sim *sim = fota_sim_new();
+			CU_ASSERT_PTR_NOT_NULL_FATAL(sim);
+			uint8_t *junk = calloc(1, len + 4096);
+			CU_ASSERT_FATAL(junk && fota_sim_dev_set(sim, "slot_a", src, len) == FOTA_OK &&
+					fota_sim_dev_set(sim, "slot_b", junk, len + 4096) == FOTA_OK);
+			free(junk);
+			struct tclock ck = { .now_ms = 1780000000000, .tick_ms = 150 };
+			struct agent_journal j;
+			memset(&j, 0, sizeof(j));
+			fota_sim_set_cut(sim, c, torn);
+			int rc = fumo_boot(sim, cfg, url, &ck, true, &j);
+			if (c == 0) {
+				total = fota_sim_events(sim);
+				CU_ASSERT_EQUAL(rc, 0);
+			} else {
+				tried++;
+				fota_sim_reboot(sim);
+				/* the journal the cut left: a state on the path */
+				struct agent_env env = { cfg, fota_sim_store(sim), fota_sim_devices(sim), tagent_clock(&ck), NULL };
+				struct agent *a = NULL;
+				struct fota_error err;
+				bool on_path = false;
+				if (agent_open(&env, &a, &err) == FOTA_OK) {
+					int st = agent_journal(a)->state;
+					on_path = st == 10 || st == 30 || st == 50 || st == 60 || st == 100;
+				}
+				agent_close(a);
+				for (int i = 0; i < 3 && rc != 0; i++)
+					rc = fumo_boot(sim, cfg, url, &ck, false, &j);
+				if (rc == 0)
+					rc = fumo_boot(sim, cfg, url, &ck, false, &j); /* once more: a no-op */
+				size_t n = 0;
+				uint8_t *got = fota_sim_dev_get(sim, "slot_b", &n);
+				bool ok = on_path && rc == 0 && j.state == FUMO_UPD_OK_NODATA && j.alert_pending &&
+					  j.alert_result == 200 && j.alert_op == AGENT_OP_DOWNLOAD_AND_UPDATE &&
+					  strcmp(j.alert_correlator, "corr-pc") == 0 && strcmp(j.srv_pkg_name, "fw") == 0 &&
+					  got && n >= len && memcmp(got, dst, len) == 0 && fota_sim_dev_writes(sim, "slot_a") == 0;
+				free(got);
+				if (ok)
+					survived++;
+				else if (tried - survived <= 3)
+					fprintf(stderr, "\n  fumo power cut at %llu%s: rc %d, state %d, alert %d/%d '%s', on path %d\n",
+						(unsigned long long)c, torn ? " (torn)" : "", rc, j.state, j.alert_pending,
+						j.alert_result, j.alert_correlator, on_path);
+			}
+			fota_sim_free(sim);
+		}
+	}
+	printf("\n  FUMO power cut: %llu events, %llu cut points tried, %llu survived ", (unsigned long long)total,
+	       (unsigned long long)tried, (unsigned long long)survived);
+	CU_ASSERT(total > 20);
+	CU_ASSERT_EQUAL(survived, tried);
+	agent_config_free(cfg);
+	free(path);
+	free(src);
+	free(dst);
+}
+
 static void add(CU_pSuite s)
 {
 	UNIT_ADD(s, test_fumo_state_names);
@@ -327,6 +432,7 @@ static void add(CU_pSuite s)
 	UNIT_ADD(s, test_fumo_journal_v1);
 	UNIT_ADD(s, test_fumo_config_policy);
 	UNIT_ADD(s, test_fumo_hooks);
+	UNIT_ADD(s, test_fumo_powercut);
 }
 
 UNIT_SUITE("agent/fumo", add)
