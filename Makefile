@@ -57,7 +57,7 @@ ifneq ($(wildcard $(AGENT_MAIN)),)
 PROGS += $(BUILD)/fota-agent
 endif
 
-.PHONY: all check asan bench demo deps clean fuzz powercut
+.PHONY: all check asan bench demo deps clean fuzz powercut soak lint
 all: $(PROGS) $(BUILD)/unit-tests $(FUZZ_REPLAY) $(BUILD)/fault-proxy
 
 # The fault-injecting HTTP proxy the network tests put between the agent and nginx.
@@ -68,6 +68,19 @@ $(BUILD)/fault-proxy: tests/proxy/fault-proxy.c
 # Exhaustive power-cut run (every cut point of every scenario; tens of minutes).
 powercut: all
 	FOTA_POWERCUT_FULL=1 $(BUILD)/unit-tests agent/powercut
+
+# Soak (not in make check): 200 updates through nginx and the fault proxy with random
+# faults and simulated power cuts (tests/soak/). SOAK_UPDATES=N, SOAK_SEED=S.
+$(BUILD)/soak: $(BUILD)/tests/soak/soak.o $(AGENT_LIB) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(AGENT_LDLIBS)
+
+soak: deps
+	@$(MAKE) --no-print-directory all $(BUILD)/soak
+	@bash tests/soak/soak.sh $(BUILD)
+
+# Static analysis: cppcheck and clang-tidy, zero warnings (ci/lint.sh, .clang-tidy).
+lint: deps
+	@bash ci/lint.sh
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)

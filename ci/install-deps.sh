@@ -18,6 +18,7 @@ PKGS=(
   bsdiff xdelta3
   nginx-light
   time bc e2fsprogs jq
+  cppcheck clang-tidy
 )
 
 missing=()
