@@ -103,3 +103,82 @@ grep -q '<Data>1226</Data>' "$WORK/demo.log" && pass "demo: prints the SyncML Al
 left=$(pgrep -f "$WORK" || true)
 [ -z "$left" ] && pass "demo: no process left running" || fail "demo: no process left running" "$(ps -o pid,args -p "$left" | tail -n +2)"
 grep -q 'no process left running' "$WORK/demo.log" && pass "demo: its own process check passed" || fail "demo: its own process check passed"
+
+# ---- contrib/: the slot-switch hooks and systemd units of docs/integrators.md ----
+H=$FOTA_TOP/contrib/hooks
+# active-slot.sh reads the running slot from the kernel command line
+echo 'BOOT_IMAGE=/boot/vmlinuz root=PARTLABEL=system_b ro fota.slot=b quiet' >"$WORK/cmdline-b"
+echo 'console=ttyS0 root=PARTLABEL=system_a rootwait' >"$WORK/cmdline-a"
+echo 'root=/dev/mmcblk0p2' >"$WORK/cmdline-none"
+[ "$(FOTA_CMDLINE=$WORK/cmdline-b sh "$H/active-slot.sh")" = b ] && pass "active-slot.sh: fota.slot=b" || fail "active-slot.sh: fota.slot=b"
+[ "$(FOTA_CMDLINE=$WORK/cmdline-a sh "$H/active-slot.sh")" = a ] && pass "active-slot.sh: root=PARTLABEL=system_a" || fail "active-slot.sh: root=PARTLABEL"
+expect_rc "active-slot.sh: no slot on the command line exits 1" 1 env FOTA_CMDLINE="$WORK/cmdline-none" sh "$H/active-slot.sh"
+
+if command -v fw_setenv >/dev/null && command -v fw_printenv >/dev/null && command -v mkenvimage >/dev/null; then
+  # a redundant, file-backed U-Boot environment made from contrib/bootloader/uboot-env.txt
+  grep -v '^#' "$FOTA_TOP/contrib/bootloader/uboot-env.txt" >"$WORK/uboot-env.txt"
+  mkenvimage -r -s 0x4000 -o "$WORK/uboot.env0" "$WORK/uboot-env.txt" && cp "$WORK/uboot.env0" "$WORK/uboot.env1"
+  printf '%s 0x0 0x4000\n%s 0x0 0x4000\n' "$WORK/uboot.env0" "$WORK/uboot.env1" >"$WORK/fw_env.config"
+  ub() { fw_printenv -c "$WORK/fw_env.config" -n "$1" 2>/dev/null; }
+  [ "$(ub fota_slot)" = a ] && [ "$(ub bootlimit)" = 3 ] && pass "uboot-env.txt builds an environment (fota_slot=a, bootlimit=3)" \
+    || fail "uboot-env.txt builds an environment"
+  # a real A/B update with the U-Boot hook and active-slot.sh as the agent's hooks
+  U=$WORK/ubdev; mkdir -p "$U/state"
+  cp "$D/old.img" "$U/a.img"; head -c $((24 << 20)) /dev/urandom >"$U/b.img"
+  # the demo device's configuration, with these slots and the contrib hooks
+  sed -e "s#^slot_a = .*#slot_a = $U/a.img#" -e "s#^slot_b = .*#slot_b = $U/b.img#" \
+    -e "s#^active_slot = .*#active_slot_command = FOTA_CMDLINE=$WORK/cmdline-a sh $H/active-slot.sh#" \
+    -e "s#^switch_command = .*#switch_command = FW_ENV_CONFIG=$WORK/fw_env.config sh $H/uboot-switch-slot.sh#" \
+    -e "s#^state_dir = .*#state_dir = $U/state#" "$D/device/agent.conf" >"$U/agent.conf"
+  check "agent with the U-Boot hooks: download-and-update exits 0" \
+    "$FOTA_BIN/fota-agent" -q -c "$U/agent.conf" download-and-update "file://$D/www/demo-delta.fota"
+  cmp -s "$U/b.img" "$D/new.img" && pass "agent with the U-Boot hooks: slot b is new.img" || fail "agent with the U-Boot hooks: slot b is new.img"
+  [ "$(ub fota_slot)/$(ub fota_prev_slot)/$(ub upgrade_available)/$(ub bootcount)" = "b/a/1/0" ] \
+    && pass "uboot-switch-slot.sh: fota_slot=b, fota_prev_slot=a, upgrade_available=1, bootcount=0" \
+    || fail "uboot-switch-slot.sh: env after the switch" "$(ub fota_slot)/$(ub fota_prev_slot)/$(ub upgrade_available)/$(ub bootcount)"
+  # a rerun (as resume does after a cut) changes nothing, also from the new slot
+  FOTA_SLOT=b FW_ENV_CONFIG=$WORK/fw_env.config sh "$H/uboot-switch-slot.sh" >/dev/null
+  [ "$(ub fota_prev_slot)/$(ub upgrade_available)" = "a/1" ] && pass "uboot-switch-slot.sh: a rerun keeps the fallback slot" \
+    || fail "uboot-switch-slot.sh: a rerun keeps the fallback slot"
+  FW_ENV_CONFIG=$WORK/fw_env.config sh "$H/uboot-boot-ok.sh" >/dev/null
+  [ "$(ub upgrade_available)/$(ub fota_slot)" = "0/b" ] && pass "uboot-boot-ok.sh: slot b confirmed" || fail "uboot-boot-ok.sh: slot b confirmed"
+  expect_rc "uboot-switch-slot.sh refuses FOTA_SLOT=c" 2 env FOTA_SLOT=c FW_ENV_CONFIG="$WORK/fw_env.config" sh "$H/uboot-switch-slot.sh"
+else
+  echo "SKIP: U-Boot hooks: fw_setenv/mkenvimage not installed (libubootenv-tool, u-boot-tools)"
+fi
+
+if command -v grub-editenv >/dev/null; then
+  G=$WORK/grubenv
+  ge() { grub-editenv "$G" list | sed -n "s/^$1=//p"; }
+  check "grub-switch-slot.sh: switch to b" env GRUBENV="$G" FOTA_SLOT=b sh "$H/grub-switch-slot.sh"
+  [ "$(ge fota_slot)/$(ge fota_prev_slot)/$(ge fota_pending)" = "b/a/1" ] && pass "grub-switch-slot.sh: fota_slot=b, fota_prev_slot=a, fota_pending=1" \
+    || fail "grub-switch-slot.sh: env after the switch"
+  # what grub-fota.cfg does at the trial boot, then a rerun of the hook from the new slot
+  grub-editenv "$G" set fota_trying=1 fota_pending=
+  GRUBENV=$G FOTA_SLOT=b sh "$H/grub-switch-slot.sh" >/dev/null
+  [ "$(ge fota_prev_slot)/$(ge fota_trying)" = "a/1" ] && pass "grub-switch-slot.sh: a rerun keeps the trial state" \
+    || fail "grub-switch-slot.sh: a rerun keeps the trial state"
+  GRUBENV=$G sh "$H/grub-boot-ok.sh" >/dev/null
+  [ -z "$(ge fota_trying)$(ge fota_pending)" ] && [ "$(ge fota_slot)" = b ] && pass "grub-boot-ok.sh: slot b confirmed" || fail "grub-boot-ok.sh: slot b confirmed"
+  GRUBENV=$G FOTA_SLOT=a sh "$H/grub-switch-slot.sh" >/dev/null
+  [ "$(ge fota_slot)/$(ge fota_prev_slot)" = "a/b" ] && pass "grub-switch-slot.sh: the next update switches back to a" || fail "grub-switch-slot.sh: back to a"
+  if command -v grub-script-check >/dev/null; then
+    check "grub-fota.cfg passes grub-script-check" grub-script-check "$FOTA_TOP/contrib/bootloader/grub-fota.cfg"
+  fi
+else
+  echo "SKIP: GRUB hooks: grub-editenv not installed (grub-common)"
+fi
+
+if command -v systemd-analyze >/dev/null; then
+  mkdir -p "$WORK/units"
+  for u in "$FOTA_TOP"/contrib/systemd/*; do
+    sed 's#^ExecStart=[^ ]*#ExecStart=/bin/true#' "$u" >"$WORK/units/${u##*/}"
+  done
+  # verify exits 0 on unknown keys and bad values, but prints them: any output fails
+  out=$(cd "$WORK/units" && SYSTEMD_LOG_LEVEL=warning systemd-analyze verify --man=no ./*.service ./*.timer 2>&1)
+  rc=$?
+  [ "$rc" -eq 0 ] && [ -z "$out" ] && pass "contrib/systemd units pass systemd-analyze verify, no warning" \
+    || fail "contrib/systemd units pass systemd-analyze verify" "exit $rc: $out"
+else
+  echo "SKIP: systemd units: systemd-analyze not installed"
+fi
