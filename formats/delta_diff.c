@@ -45,7 +45,8 @@
 /* The n-gram filter: a position of new whose next DIFF_GRAM bytes occur nowhere in old
  * has no match longer than DIFF_GRAM - 1, which no threshold below accepts, so it is not
  * searched. The filter is a Bloom filter of the old n-grams (false positives only cost a
- * search) of about DIFF_GRAM_BITS bits per old byte, a power of two. */
+ * search) of about DIFF_GRAM_BITS bits per old byte, a power of two, at most 2^32 bits
+ * (512 MiB; fewer bits per byte above 512 MiB of old, more false positives). */
 #define DIFF_GRAM 7
 #define DIFF_GRAM_BITS 8
 
@@ -538,7 +539,7 @@ fota_status fota_delta_diff(const uint8_t *old_data, uint64_t old_size, const ui
 			    NULL, 0};
 	if (old_size >= DIFF_GRAM && new_size) {
 		unsigned gl = 12;
-		while (gl < 34 && (UINT64_C(1) << gl) < old_size * DIFF_GRAM_BITS)
+		while (gl < 32 && (UINT64_C(1) << gl) < old_size * DIFF_GRAM_BITS)
 			gl++;
 		gram = calloc((size_t)(UINT64_C(1) << (gl - 6)), sizeof(*gram));
 		if (!gram) {
