@@ -123,6 +123,35 @@ fota-pack --from "$OLD" --to "$NEW" "${SIGN[@]}" --chunk-size 64K --json -o "$WO
 jq -e '.package_bytes > 0 and .ratio < 1 and (.images[0].chunk_list | length) == .images[0].chunks
        and .images[0].ratio < 0.5 and .images[0].delta_chunks > 0' "$WORK/j.json" >/dev/null \
   && pass "--json: sizes, ratio, per-image and per-chunk figures" || fail "--json summary"
+jq -e '.profile_seconds | (keys | sort) == ["diff", "encode", "full", "hash", "inplace_plan", "self_check", "sign_and_write", "slice"]
+       and ([.[]] | all(. >= 0)) and .diff > 0 and .encode > 0' "$WORK/j.json" >/dev/null \
+  && pass "--json: profile_seconds, where the time went" || fail "--json profile" "$(jq -c .profile_seconds "$WORK/j.json")"
+
+# The source reads a chunk lists: one span per A/B chunk (chunk 2 of 256K needs A8 A9 and
+# A4 A5, two separate source ranges, joined with the gap between them), up to 32 in place.
+for mode in ab inplace; do
+  fota-pack --from "$OLD" --to "$NEW" "${SIGN[@]}" --mode $mode --chunk-size 256K --quiet -o "$WORK/r-$mode.fota" &&
+    fota-verify --quiet --trust "$PKI/root.pem" --source "$OLD" --output "$WORK/r.img" "$WORK/r-$mode.fota" &&
+    cmp -s "$WORK/r.img" "$NEW" || fail "256K chunks, $mode: round trip"
+done
+reads() { tar -xOf "$WORK/r-$1.fota" manifest.json | jq -c '[.images[0].chunks[] | select(.target_offset == 524288) | .source_reads[]]'; }
+[ "$(reads ab)" = "[[262144,393216]]" ] && [ "$(reads inplace | jq length)" -ge 2 ] \
+  && pass "A/B chunks read one joined span, in-place chunks several ranges; both rebuild the target" \
+  || fail "source reads per chunk" "ab $(reads ab), inplace $(reads inplace)"
+
+# The lean bench signer (mkpki.sh): a signature of at most two tar blocks, checked by
+# fota-verify and by stock OpenSSL against the same root.
+fota-pack --from "$OLD" --to "$NEW" --key "$PKI/bench-signer.key" --cert "$PKI/bench-signer.pem" \
+  --chain "$PKI/bench-chain.pem" --chunk-size 256K --quiet -o "$WORK/lean.fota"
+tar -xf "$WORK/lean.fota" -C "$WORK" manifest.json manifest.sig
+if [ "$(stat -c %s "$WORK/manifest.sig")" -le 1024 ] &&
+   fota-verify --quiet --trust "$PKI/root.pem" --source "$OLD" "$WORK/lean.fota" &&
+   openssl cms -verify -binary -inform DER -in "$WORK/manifest.sig" -content "$WORK/manifest.json" \
+     -CAfile "$PKI/root.pem" -purpose any -out /dev/null 2>/dev/null; then
+  pass "bench signer: $(stat -c %s "$WORK/manifest.sig")-byte signature, verified by fota-verify and openssl cms"
+else
+  fail "bench signer" "$(stat -c %s "$WORK/manifest.sig") bytes"
+fi
 script -qec "fota-pack --from '$OLD' --to '$NEW' ${SIGN[*]} --chunk-size 64K -o '$WORK/tty.fota'" /dev/null >"$WORK/tty.out" 2>&1
 grep -q 'MB/s' "$WORK/tty.out" && grep -q '100.0%' "$WORK/tty.out" && grep -q 'ETA' "$WORK/tty.out" \
   && pass "progress bar (percent, MB/s, ETA) on a terminal" || fail "progress bar" "$(tr '\r' '\n' <"$WORK/tty.out" | tail -2)"

@@ -150,7 +150,7 @@ authorityKeyIdentifier = keyid
 
 [ext_bench_inter]
 basicConstraints = critical,CA:TRUE,pathlen:0
-keyUsage = critical,keyCertSign
+keyUsage = critical,keyCertSign,cRLSign
 subjectKeyIdentifier = none
 authorityKeyIdentifier = none
 
