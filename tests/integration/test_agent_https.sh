@@ -9,6 +9,8 @@
 #     certificate does not name; a ca_bundle file that does not exist) fails at once
 #     (no retry window spent) with exit 10 and a message naming the TLS problem, and
 #     nothing is written to the target slot or to the download cache.
+#   - stream mode, a server that keeps sending one payload corrupt: fetched twice (nginx's
+#     log), refused with exit 8, its chunk never written, the active slot untouched.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/nginx.sh"
 
@@ -138,3 +140,43 @@ untrusted "https, no ca_bundle" "$NGINX_URL/full.fota" "" "certificate"
 untrusted "https, another CA as ca_bundle" "$NGINX_URL/full.fota" "ca_bundle = $T/other-ca.pem" "certificate"
 untrusted "https, host name not in the certificate" "https://localhost:$NGINX_PORT/full.fota" "ca_bundle = $T/ca.pem" "localhost"
 untrusted "https, ca_bundle file missing" "$NGINX_URL/full.fota" "ca_bundle = $T/nope.pem" "nope.pem"
+
+# ---- stream mode, a server that keeps sending one payload corrupt ----
+# The 4th payload of the package gets one byte flipped; its byte range in the package is
+# read from the tar headers. The agent must fetch it twice (two requests for exactly
+# that range in nginx's log), refuse it (exit 8) and leave the active slot untouched;
+# the chunks before it, verified, are in the inactive slot (docs/fota-agent.md, stream
+# mode), and no byte of the corrupt chunk's target range is written.
+read -r POFF PLEN < <(python3 - "$WWW/full.fota" "$WWW/corrupt.fota" <<'PY'
+import sys, tarfile
+src, out = sys.argv[1], sys.argv[2]
+with tarfile.open(src) as t:
+    payloads = [m for m in t.getmembers() if m.name not in ("manifest.json", "manifest.sig")]
+m = payloads[3]
+b = bytearray(open(src, "rb").read())
+b[m.offset_data + m.size // 2] ^= 0x10
+open(out, "wb").write(b)
+print(m.offset_data, m.size)
+PY
+)
+mkdev sbad stream "ca_bundle = $T/ca.pem"
+d=$WORK/sbad
+cp "$d/b.img" "$WORK/b-before.img"
+nginx_log_reset
+expect_rc "https stream, corrupt 4th payload -> exit 8" 8 "$AGENT" -q -c "$d/agent.conf" download-and-update "$NGINX_URL/corrupt.fota"
+grep -q "payload sha256 does not match the manifest (fetched twice)" "$WORK/.out" \
+  && pass "https stream, corrupt payload: the error says it was fetched twice" \
+  || fail "https stream, corrupt payload: the error says it was fetched twice" "$(cat "$WORK/.out")"
+# (the first request may start after POFF when the head request brought part of it)
+n=$(grep -c "\"bytes=[0-9]*-$((POFF + PLEN - 1))\"" "$NGINX_LOG")
+n0=$(grep -c "\"bytes=$POFF-$((POFF + PLEN - 1))\"" "$NGINX_LOG")
+[ "$n" -eq 2 ] && [ "$n0" -ge 1 ] && pass "https stream, corrupt payload: its range was requested twice, the second time whole" \
+  || fail "https stream, corrupt payload: its range was requested twice" "$n requests; log: $(tr '\n' ' ' <"$NGINX_LOG")"
+cmp -s "$d/a.img" "$WORK/src.img" && pass "https stream, corrupt payload: active slot untouched" \
+  || fail "https stream, corrupt payload: active slot untouched"
+cmp -s -n 196608 "$d/b.img" "$WORK/dst.img" \
+  && pass "https stream, corrupt payload: the 3 chunks before it are in the inactive slot" \
+  || fail "https stream, corrupt payload: the 3 chunks before it are in the inactive slot"
+cmp -s -i 196608:196608 -n 65536 "$d/b.img" "$WORK/b-before.img" \
+  && pass "https stream, corrupt payload: its chunk's range of the inactive slot was not written" \
+  || fail "https stream, corrupt payload: its chunk's range of the inactive slot was not written"
