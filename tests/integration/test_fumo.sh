@@ -144,6 +144,33 @@ ag -q download "file://$WWW/full.fota"; ag -q cancel
   && [ -z "$(ls "$D/state" | grep -v -e journal -e lock)" ] && pass "cancel in 40: 401, state 80, download cleaned up" || fail "cancel 40" "$(state) $(ls "$D/state")"
 ag -q report --ack; [ "$(state)" = 10 ] && pass "ack: 80 -> 10" || fail "ack 80"
 
+# ---- in place: DownloadAndUpdate on one partition, consent seen in 50 ----
+fota-pack --from "$WORK/src.img" --to "$WORK/dst.img" --mode inplace --scratch-max 256K $base --device-model HX-100 \
+  --roaming allow -o "$WWW/inplace.fota" >/dev/null 2>&1 || fail "pack inplace"
+D=$WORK/ip; C=$D/agent.conf; mkdir -p "$D/state"; echo "$NOW0" >"$D/clock"
+cp "$WORK/src.img" "$D/part.img"; truncate -s $((SIZE + 65536)) "$D/part.img"; head -c 262144 /dev/zero >"$D/scratch.img"
+cat >"$C" <<CONF
+[device]
+mode = inplace
+target = $D/part.img
+scratch = $D/scratch.img
+model = HX-100
+security_version = 2
+[agent]
+state_dir = $D/state
+trust = $PKI/root.pem
+[download]
+retry_window_minutes = 1
+backoff_base_seconds = 1
+backoff_max_seconds = 2
+[ui]
+consent_command = JOURNAL=$D/state/journal LOG=$D/hooks.log sh $WORK/statehook.sh "\$1"
+CONF
+ag -q download-and-update --correlator ip-1 "file://$WWW/inplace.fota"; rc=$?
+[ $rc = 0 ] && [ "$(state)" = 100 ] && [ "$(report_field correlator)" = ip-1 ] && cmp -s -n "$SIZE" "$D/part.img" "$WORK/dst.img" \
+  && grep -q "consent install 50" "$D/hooks.log" && pass "in place: 30 -> 50 -> 60 -> 100, alert 200, exact target" \
+  || fail "in place" "rc $rc state $(state) $(cat "$D/hooks.log" 2>&1)"
+
 # ---- result codes from packages and URLs ----
 mkdev r; result_case "corrupt chunk" 402 20 8 download-and-update "file://$WWW/corrupt.fota"
 mkdev r; result_case "another model" 403 20 6 download-and-update "file://$WWW/other.fota"
