@@ -1470,11 +1470,16 @@ int agent_status(struct agent *a, bool json, FILE *out, struct fota_error *err)
 			fprintf(out, "FUMO result:    %d (%s)\n", j->fumo_result, fumo_result_info(j->fumo_result)->name);
 		if (j->alert_pending)
 			fprintf(out, "alert:          pending, result %d (fota-agent report)\n", j->alert_result);
-		if (j->defer_until_ms)
-			fprintf(out, "deferred until: %" PRId64 " ms\n", j->defer_until_ms);
-		if (j->reboot_pending)
-			fprintf(out, "reboot:         deferred until %" PRId64 " ms (%" PRIu64 " deferrals)\n", j->reboot_due_ms,
-				j->reboot_defers);
+		char t[21];
+		if (j->defer_until_ms) {
+			fota_time_format(j->defer_until_ms / 1000, t);
+			fprintf(out, "deferred until: %s (%" PRIu64 " deferrals)\n", t, j->defers);
+		}
+		if (j->reboot_pending) {
+			fota_time_format(j->reboot_due_ms / 1000, t);
+			fprintf(out, "reboot:         delayed until %s (%" PRIu64 " deferrals, %" PRIu64 " minutes)\n", t,
+				j->reboot_defers, j->reboot_deferred_min);
+		}
 		if (j->op != AGENT_OP_NONE)
 			fprintf(out, "operation:      %s\nurl:            %s\n", agent_op_name(j->op), j->url);
 		if (a->m)
