@@ -218,6 +218,8 @@ static void break_cycle(struct planner *p)
 		if (++scanned > PICK_SCAN_MAX && best != p->n)
 			break;
 	}
+	if (best == p->n) /* nothing left: the caller reports no progress */
+		return;
 	size_t i = best;
 	for (size_t q = p->by_i_start[i]; q < p->by_i_start[i + 1]; q++) {
 		size_t k = p->by_i[q];

@@ -563,7 +563,7 @@ fota_status fota_manifest_validate(const struct fota_manifest *m, struct fota_er
 			return fota_error_set(err, FOTA_E_MANIFEST, "manifest: scratch_size: %llu, the in-place scheme needs %llu",
 					      (unsigned long long)m->scratch_size, (unsigned long long)need);
 		for (size_t i = 0; i < m->n_images; i++)
-			if ((rc = fota_inplace_check(&m->images[i], stash_end, err)) != FOTA_OK)
+			if (fota_inplace_check(&m->images[i], stash_end, err) != FOTA_OK)
 				return fota_error_prefix(err, "manifest: ");
 	}
 	return FOTA_OK;

@@ -824,9 +824,11 @@ static int parse_named(const char *arg, struct named_path *out)
 	const char *eq = strchr(arg, '=');
 	if (eq) {
 		if (fota_image_name_valid(arg, (size_t)(eq - arg))) {
+			if (!eq[1])
+				return -1;
 			out->image = strndup(arg, (size_t)(eq - arg));
 			out->path = eq + 1;
-			return *out->path ? 0 : -1;
+			return out->image ? 0 : -1;
 		}
 	}
 	out->image = NULL;

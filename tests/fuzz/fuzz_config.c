@@ -40,7 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (e.msg[0] == '\0' || e.code != rc)
 			fuzz_fail("error without a message", e.msg);
 	} else {
-		if (!c->model || !c->state_dir || c->n_trust == 0)
+		if (!c || !c->model || !c->state_dir || c->n_trust == 0)
 			fuzz_fail("parsed without a required key", "");
 		if (c->mode == FOTA_MODE_AB && (!c->slot_a || !c->slot_b || (!c->active_slot && !c->active_slot_command)))
 			fuzz_fail("ab configuration without its slots", "");

@@ -162,6 +162,6 @@ int fota_method_parse(const char *s);
 
 /* Latest time a manifest can state: 9999-12-31T23:59:59Z. fota_time_parse accepts years
  * 1970..9999; fota_time_format clamps t into [0, FOTA_TIME_MAX]. */
-#define FOTA_TIME_MAX 253402300799ll
+#define FOTA_TIME_MAX 253402300799LL
 
 #endif
