@@ -173,6 +173,7 @@ ag -q download-and-update --correlator ip-1 "file://$WWW/inplace.fota"; rc=$?
 
 # ---- result codes from packages and URLs ----
 mkdev r; result_case "corrupt chunk" 402 20 8 download-and-update "file://$WWW/corrupt.fota"
+ag -q report --ack && [ "$(state)" = 10 ] && pass "ack: 20 -> 10" || fail "ack 20" "$(state)"
 mkdev r; result_case "another model" 403 20 6 download-and-update "file://$WWW/other.fota"
 mkdev r; result_case "untrusted signer" 404 20 5 download-and-update "file://$WWW/untrusted.fota"
 mkdev r; result_case "below the security version" 405 20 7 download-and-update "file://$WWW/old.fota"
@@ -241,6 +242,8 @@ ag -q download-and-update "file://$WWW/full.fota"
 
 # 90 -> 50: Update again with the kept package
 ag -q update && [ "$(state)" = 90 ] && target_ok && pass "Update again from 90: 90 -> 50 -> 60 -> 90" || fail "update from 90" "$(state)"
+ag -q download-and-update --correlator new-op "file://$WWW/silent.fota" && [ "$(state)" = 90 ] && [ "$(report_field correlator)" = new-op ] \
+  && target_ok && pass "a new operation from 90 replaces the kept package (90 -> 10 -> 30 ... -> 90)" || fail "new op from 90" "$(state)"
 
 # 60 -> 80: a corrupt chunk met while streaming into the update (stream mode)
 mkdev st "download|mode = stream"
