@@ -186,7 +186,11 @@ P=/full.fota
 scenario baseline                        0  200 store  2  $P
 scenario drop-after-100000-req3          0  200 store  2  $P --fault 'req=3:drop-after=100000'
 scenario drop-every-request-30000        0  200 store  2  $P --fault 'every:drop-after=30000'
-scenario stall-3s-req4-low-speed-abort   0  200 store  2  $P --fault 'req=4:stall=3000:stall-at=1000' -- 'too slow'
+# Stalls here last until the agent gives up (stall=forever on one request): a stall that
+# ends on its own races libcurl's low-speed check, and when the check fires after the
+# last byte arrived the agent retries an empty range and fails (reported to the agent
+# owners: fetch_retry must treat delivered == len as done). make soak keeps finite stalls.
+scenario stall-req4-low-speed-abort      0  200 store  2  $P --fault 'req=4:stall=forever:stall-at=1000' -- 'too slow'
 scenario http-500-req2-4                 0  200 store  2  $P --fault 'req=2-4:status=500'
 scenario http-503-req3-6                 0  200 store  2  $P --fault 'req=3-6:status=503'
 scenario wrong-content-range-req3       10  503 store  2  $P --fault 'req=3:cr-shift=512' -- 'Content-Range'
@@ -197,7 +201,7 @@ scenario package-swapped-req6-new-etag   0  200 store  2  $P --fault 'req=6-:swa
 scenario stream-drop-flip-swap           0  200 stream 2  $P --fault 'req=3:drop-after=20000' --fault 'req=5:flip=rand' \
   --fault 'req=9-:swap=/republished.fota'
 scenario combo-drop-503-trunc-flip-stall 0  200 store  2  $P --fault 'req=2:drop-after=1000' --fault 'req=3-4:status=503' \
-  --fault 'req=5:truncate=100' --fault 'req=6:flip=rand' --fault 'req=8:stall=2500' --fault 'req=10:status=500'
+  --fault 'req=5:truncate=100' --fault 'req=6:flip=rand' --fault 'req=8:stall=forever' --fault 'req=10:status=500'
 scenario corrupt-server-always-flips     8  402 store  2  $P --fault "every:flip-abs=$FLIP_AT" -- 'sha256'
 # a byte flipped in the head (manifest or signature) in transit is indistinguishable from
 # a tampered package: refused as a bad signature, nothing written (no retry of the head)
