@@ -314,6 +314,19 @@ mkdev roam "network|status_command = [ \$(cat $WORK/roam/clock) -lt $((NOW0 + 40
 ag download-and-update "file://$WWW/deny.fota" 2>"$WORK/roam.err"; rc=$?
 [ $rc = 0 ] && target_ok && grep -q "download paused: roaming" "$WORK/roam.err" && [ "$(cat "$D/clock")" -ge $((NOW0 + 40000)) ] \
   && pass "roaming + manifest deny: paused, resumed at home within the window, installed" || fail "roaming pause" "rc $rc $(tail -2 "$WORK/roam.err")"
+# roaming in the middle of the download: requests 1-2 at home, 3-6 while roaming (paused),
+# then home again; the chunks already fetched are not fetched again
+cat >"$WORK/netseq.sh" <<'SH'
+#!/bin/sh
+n=$(cat "$1" 2>/dev/null || echo 0); n=$((n + 1)); echo $n >"$1"
+if [ $n -ge 3 ] && [ $n -le 6 ]; then echo roaming; else echo home; fi
+SH
+mkdev roam3 "network|status_command = sh $WORK/netseq.sh $WORK/roam3/n" "network|roaming = deny"
+ag download-and-update "file://$WWW/full.fota" 2>"$WORK/roam3.err"; rc=$?
+got=$(ag status --json | jq_ bytes_received); psize=$(stat -c %s "$WWW/full.fota")
+[ $rc = 0 ] && target_ok && [ "$(grep -c "download paused: roaming" "$WORK/roam3.err")" -ge 3 ] && [ "$got" -le "$psize" ] \
+  && pass "roaming mid-download: paused $(grep -c "download paused" "$WORK/roam3.err") times, resumed, $got of $psize bytes received (nothing fetched twice)" \
+  || fail "roaming mid-download" "rc $rc bytes $got/$psize $(tail -2 "$WORK/roam3.err")"
 # always roaming: the window runs out (503), progress kept; at home the same URL continues
 mkdev roam2 "network|status_file = $WORK/roam2/net" "network|roaming = allow"
 echo roaming >"$D/net"
