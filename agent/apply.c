@@ -297,14 +297,16 @@ static int ab_chunk(struct applier *ap, const struct fota_chunk *ch, size_t k, b
 /*
  * Read-back verification on two more threads (A/B on files and block devices). While
  * the chunks arrive in target order, the check thread reads each written chunk back
- * from the slot and checks its SHA-256 against the manifest; the image thread reads the
- * written prefix back and feeds the whole-image digest. Both run while the main thread
- * decompresses the next chunks, so the two SHA-256 passes over the image (chunk and
- * whole image, both required) run next to the writing instead of after it. The main
- * thread waits for the check thread before journaling a chunk as done, and for the
- * image thread only at the end. When chunks come out of order the main thread checks
- * them itself and the image thread hashes the rest of the image at the end.
+ * from the slot and checks its SHA-256 against the manifest; it hands every buffer it
+ * read to the image thread, which feeds the whole-image digest with it. So the slot is
+ * read back once, and the two SHA-256 passes over the image (chunk and whole image,
+ * both required) run side by side and next to the writing. The main thread waits for
+ * the check thread before journaling a chunk as done, and for both only at the end.
+ * When chunks come out of order the main thread checks them itself and the check
+ * thread reads the rest of the image at the end.
  */
+#define RB_BUF (64u << 10) /* each of the two read-back buffers (peak RSS stays under 16 MiB) */
+
 struct readback {
 	pthread_t thread, ithread;
 	pthread_mutex_t mu;
@@ -312,33 +314,48 @@ struct readback {
 	struct fota_storage *dst;
 	const struct fota_chunk *chunks; /* application order */
 	size_t ready;                    /* chunks [0, ready) are written and tile a prefix */
-	uint64_t ready_end;              /* [0, ready_end) is that prefix */
 	size_t verified;                 /* chunks [0, verified) read back and checked */
 	uint64_t hashed, size;           /* [0, hashed) of the image is in the image digest */
-	bool stop, finish, failed, ifailed;
+	bool stop, finish, failed, read_done;
 	struct fota_sha256 *h, *hc;
-	uint8_t *buf, *ibuf;
-	struct fota_error err, ierr;
+	uint8_t *buf[2];                 /* read by the check thread, then hashed by the image thread */
+	size_t len[2];                   /* bytes of buf[i] the image thread has yet to hash (0: free) */
+	struct fota_error err;
 };
 
-/* Read [from, to) of dst through buf into h. */
-static bool rb_hash(struct fota_storage *dst, uint8_t *buf, uint64_t from, uint64_t to, struct fota_sha256 *h,
-		    struct fota_error *err)
+static bool rb_abort(const struct readback *r) { return r->failed || (r->stop && !r->finish); }
+
+/* Check thread: read [from, to) into the buffers (chunk digest hc when set), handing
+ * each to the image thread. *slot is the next buffer. */
+static bool rb_read(struct readback *r, uint64_t from, uint64_t to, struct fota_sha256 *hc, unsigned *slot)
 {
 	while (from < to) {
-		size_t n = to - from < AGENT_IO_BUF ? (size_t)(to - from) : AGENT_IO_BUF;
-		if (fota_storage_read(dst, from, buf, n, err) != FOTA_OK)
+		size_t n = to - from < RB_BUF ? (size_t)(to - from) : RB_BUF;
+		unsigned i = *slot;
+		pthread_mutex_lock(&r->mu);
+		while (r->len[i] != 0 && !rb_abort(r))
+			pthread_cond_wait(&r->cv, &r->mu);
+		bool abort = rb_abort(r);
+		pthread_mutex_unlock(&r->mu);
+		if (abort || fota_storage_read(r->dst, from, r->buf[i], n, &r->err) != FOTA_OK)
 			return false;
-		fota_sha256_update(h, buf, n);
+		if (hc)
+			fota_sha256_update(hc, r->buf[i], n);
+		pthread_mutex_lock(&r->mu);
+		r->len[i] = n;
+		pthread_cond_broadcast(&r->cv);
+		pthread_mutex_unlock(&r->mu);
+		*slot = i ^ 1u;
 		from += n;
 	}
 	return true;
 }
 
-/* The check thread: each ready chunk, read back and compared with its target_sha256. */
 static void *readback_main(void *arg)
 {
 	struct readback *r = arg;
+	unsigned slot = 0;
+	uint64_t end = 0; /* [0, end) read so far */
 	pthread_mutex_lock(&r->mu);
 	for (;;) {
 		while (r->verified < r->ready && !r->failed) {
@@ -346,60 +363,60 @@ static void *readback_main(void *arg)
 			const struct fota_chunk *ch = &r->chunks[k];
 			pthread_mutex_unlock(&r->mu);
 			uint8_t d[FOTA_SHA256_LEN];
-			bool ok = rb_hash(r->dst, r->buf, ch->target_offset, ch->target_offset + ch->target_size, r->hc,
-					  &r->err);
+			bool ok = rb_read(r, ch->target_offset, ch->target_offset + ch->target_size, r->hc, &slot);
 			fota_sha256_final(r->hc, d);
 			if (ok && memcmp(d, ch->target_sha256, sizeof(d)) != 0) {
 				fota_error_set(&r->err, FOTA_E_INTEGRITY, "chunk %zu: target sha256 (read back) does not match the manifest", k);
 				ok = false;
 			}
 			pthread_mutex_lock(&r->mu);
-			if (!ok)
+			if (!ok) {
 				r->failed = true;
-			else
+			} else {
 				r->verified = k + 1;
+				end = ch->target_offset + ch->target_size;
+			}
 			pthread_cond_broadcast(&r->cv);
 		}
 		if (r->stop || r->failed)
 			break;
 		pthread_cond_wait(&r->cv, &r->mu);
 	}
+	bool finish = r->finish && !r->failed;
+	pthread_mutex_unlock(&r->mu);
+	bool ok = !finish || rb_read(r, end, r->size, NULL, &slot);
+	pthread_mutex_lock(&r->mu);
+	if (!ok)
+		r->failed = true;
+	r->read_done = true;
+	pthread_cond_broadcast(&r->cv);
 	pthread_mutex_unlock(&r->mu);
 	return NULL;
 }
 
-/* The image thread: the written prefix into the image digest; with finish, the rest. */
+/* Image thread: hash the buffers in the order the check thread read them. */
 static void *image_main(void *arg)
 {
 	struct readback *r = arg;
+	unsigned j = 0;
 	pthread_mutex_lock(&r->mu);
 	for (;;) {
-		while (r->hashed < r->ready_end && !r->ifailed) {
-			uint64_t from = r->hashed, to = r->ready_end;
+		if (r->len[j] != 0 && !rb_abort(r)) {
+			size_t n = r->len[j];
 			pthread_mutex_unlock(&r->mu);
-			bool ok = rb_hash(r->dst, r->ibuf, from, to, r->h, &r->ierr);
+			fota_sha256_update(r->h, r->buf[j], n);
 			pthread_mutex_lock(&r->mu);
-			if (!ok)
-				r->ifailed = true;
-			else
-				r->hashed = to;
+			r->hashed += n;
+			r->len[j] = 0;
+			j ^= 1u;
+			pthread_cond_broadcast(&r->cv);
+			continue;
 		}
-		if (r->stop || r->ifailed)
+		if (rb_abort(r) || r->read_done)
 			break;
 		pthread_cond_wait(&r->cv, &r->mu);
 	}
-	bool finish = r->finish && !r->ifailed && !r->failed;
-	uint64_t from = r->hashed;
 	pthread_mutex_unlock(&r->mu);
-	if (finish) {
-		bool ok = rb_hash(r->dst, r->ibuf, from, r->size, r->h, &r->ierr);
-		pthread_mutex_lock(&r->mu);
-		if (!ok)
-			r->ifailed = true;
-		else
-			r->hashed = r->size;
-		pthread_mutex_unlock(&r->mu);
-	}
 	return NULL;
 }
 
@@ -408,7 +425,7 @@ static bool readback_start(struct readback *r, struct fota_storage *dst, const s
 {
 	memset(r, 0, sizeof(*r));
 	if (!dst->concurrent_reads || !(r->h = fota_sha256_new()) || !(r->hc = fota_sha256_new()) ||
-	    !(r->buf = malloc(AGENT_IO_BUF)) || !(r->ibuf = malloc(AGENT_IO_BUF)))
+	    !(r->buf[0] = malloc(RB_BUF)) || !(r->buf[1] = malloc(RB_BUF)))
 		goto fail;
 	r->dst = dst;
 	r->chunks = im->chunks;
@@ -436,8 +453,8 @@ fail_sync:
 fail:
 	fota_sha256_free(r->h);
 	fota_sha256_free(r->hc);
-	free(r->buf);
-	free(r->ibuf);
+	free(r->buf[0]);
+	free(r->buf[1]);
 	return false;
 }
 
@@ -445,10 +462,8 @@ fail:
 static void readback_ready(struct readback *r, size_t ready)
 {
 	pthread_mutex_lock(&r->mu);
-	if (ready > r->ready) {
+	if (ready > r->ready)
 		r->ready = ready;
-		r->ready_end = r->chunks[ready - 1].target_offset + r->chunks[ready - 1].target_size;
-	}
 	pthread_cond_broadcast(&r->cv);
 	pthread_mutex_unlock(&r->mu);
 }
@@ -482,11 +497,10 @@ static fota_status readback_end(struct readback *r, bool finish, uint8_t out[FOT
 	pthread_cond_destroy(&r->cv);
 	pthread_mutex_destroy(&r->mu);
 	fota_status rc = FOTA_OK;
-	if (r->failed || r->ifailed) {
-		const struct fota_error *e = r->failed ? &r->err : &r->ierr;
+	if (r->failed) {
 		if (err)
-			*err = *e;
-		rc = e->code ? e->code : FOTA_E_IO;
+			*err = r->err;
+		rc = r->err.code ? r->err.code : FOTA_E_IO;
 	} else if (!finish || r->hashed != r->size) {
 		rc = fota_error_set(err, FOTA_E_INTERNAL, "read-back stopped early");
 	} else {
@@ -494,8 +508,8 @@ static fota_status readback_end(struct readback *r, bool finish, uint8_t out[FOT
 	}
 	fota_sha256_free(r->h);
 	fota_sha256_free(r->hc);
-	free(r->buf);
-	free(r->ibuf);
+	free(r->buf[0]);
+	free(r->buf[1]);
 	return rc;
 }
 
