@@ -82,6 +82,15 @@ static int fail(struct parse_ctx *p, const char *section, const char *name, cons
 	return 0;
 }
 
+/* Index of value in a NULL-terminated list of words, or -1. */
+static int word(const char *value, const char *const *words)
+{
+	for (int i = 0; words[i]; i++)
+		if (strcmp(value, words[i]) == 0)
+			return i;
+	return -1;
+}
+
 static int handler(void *user, const char *section, const char *name, const char *value)
 {
 	struct parse_ctx *p = user;
@@ -136,32 +145,30 @@ static int handler(void *user, const char *section, const char *name, const char
 			return fail(p, section, name, "must be a or b");
 		*(char *)field = value[0];
 		break;
-	case K_DLMODE:
-		if (strcmp(value, "store") == 0)
-			*(enum agent_dl_mode *)field = AGENT_DL_STORE;
-		else if (strcmp(value, "stream") == 0)
-			*(enum agent_dl_mode *)field = AGENT_DL_STREAM;
-		else
+	case K_DLMODE: { /* enum agent_dl_mode order */
+		static const char *const w[] = { "store", "stream", NULL };
+		int k = word(value, w);
+		if (k < 0)
 			return fail(p, section, name, "must be store or stream");
+		*(enum agent_dl_mode *)field = (enum agent_dl_mode)k;
 		break;
-	case K_BOOL:
-		if (strcmp(value, "yes") == 0 || strcmp(value, "true") == 0)
-			*(bool *)field = true;
-		else if (strcmp(value, "no") == 0 || strcmp(value, "false") == 0)
-			*(bool *)field = false;
-		else
+	}
+	case K_BOOL: {
+		static const char *const w[] = { "no", "yes", "false", "true", NULL };
+		int k = word(value, w);
+		if (k < 0)
 			return fail(p, section, name, "must be yes or no");
+		*(bool *)field = k % 2 == 1;
 		break;
-	case K_POPUP:
-		if (strcmp(value, "none") == 0)
-			*(enum agent_popup *)field = AGENT_POPUP_NONE;
-		else if (strcmp(value, "notify") == 0)
-			*(enum agent_popup *)field = AGENT_POPUP_NOTIFY;
-		else if (strcmp(value, "prompt") == 0)
-			*(enum agent_popup *)field = AGENT_POPUP_PROMPT;
-		else
+	}
+	case K_POPUP: { /* enum agent_popup order */
+		static const char *const w[] = { "none", "notify", "prompt", NULL };
+		int k = word(value, w);
+		if (k < 0)
 			return fail(p, section, name, "must be none, notify or prompt");
+		*(enum agent_popup *)field = (enum agent_popup)k;
 		break;
+	}
 	case K_ROAM: {
 		int r = fota_roaming_parse(value);
 		if (r < 0)
