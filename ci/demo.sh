@@ -224,7 +224,7 @@ awk -v i="$IMG" -v p="$PKG" -v f="$full" -v s="$served" -v g="$got" -v r="$reqs"
 drops=$(grep -c 'end=dropped' "$OUT/proxy.log" || true); errs=$(grep -c 'status=5[0-9][0-9]' "$OUT/proxy.log" || true)
 echo "   download: $drops dropped connection(s) and $errs 5xx answer(s); each retry resumed from the last byte received"
 echo "   apply: cut after chunk $cut_at/$n; resume started from the journal's chunk $jck, found chunks $((jck + 1))..$held already in slot b (hash-checked, not rewritten), wrote $((n - held))"
-echo "   update took $(elapsed "$tu0")s; demo took $(elapsed "$t0")s"
+echo "   update (download, kill, resume) took $(echo "$tu1 $tu0" | awk '{ printf "%.1f", $1 - $2 }')s; demo took $(elapsed "$t0")s"
 echo "   files: $OUT"
 left=$(pgrep -f "$OUT" || true)
 for p in $PIDS; do if kill -0 "$p" 2>/dev/null; then left="$left $p"; fi; done
