@@ -44,6 +44,11 @@ awk 'NR == FNR { if ($0 !~ /^[ \t]*(#|$)/) sup[$1 " " $2] = 1; next }
      { file = $1; sub(/:.*/, "", file); check = $NF; gsub(/[\[\]]/, "", check); n = split(check, cs, ",");
        keep = 1; for (i = 1; i <= n; i++) if ((file " " cs[i]) in sup) keep = 0;
        if (keep) print }' ci/lint-suppressions.txt "$out/tidy.all" >"$out/tidy.kept"
+# suppressions that matched nothing: stale (fixed), say so to prune the list
+awk 'FILENAME == ARGV[1] { file = $1; sub(/:.*/, "", file); check = $NF; gsub(/[\[\]]/, "", check); n = split(check, cs, ",");
+                 for (i = 1; i <= n; i++) seen[file " " cs[i]] = 1; next }
+     $0 !~ /^[ \t]*(#|$)/ && !(($1 " " $2) in seen) { print "lint: note: suppression matched nothing (fixed? remove it): " $1 " " $2 }' \
+  "$out/tidy.all" ci/lint-suppressions.txt
 ntidy=$(wc -l <"$out/tidy.kept")
 nsup=$(($(wc -l <"$out/tidy.all") - ntidy))
 cat "$out/tidy.kept"
