@@ -81,12 +81,18 @@ static const char *test_clock_path;
 static int64_t test_now_ms(void *ctx)
 {
 	(void)ctx;
-	long long v = 0;
+	char buf[32] = "";
 	FILE *f = fopen(test_clock_path, "r");
-	if (!f || fscanf(f, "%lld", &v) != 1)
-		v = 0;
-	if (f)
+	if (f) {
+		if (!fgets(buf, sizeof(buf), f))
+			buf[0] = '\0';
 		fclose(f);
+	}
+	char *end = NULL;
+	errno = 0;
+	long long v = strtoll(buf, &end, 10);
+	if (errno != 0 || end == buf || v < 0)
+		v = 0; /* a missing or unreadable clock file reads as time 0 */
 	return (int64_t)v;
 }
 

@@ -66,7 +66,7 @@ static size_t put_varint(uint8_t *p, uint64_t v)
 
 static uint64_t zigzag(int64_t v)
 {
-	return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+	return ((uint64_t)v << 1) ^ (v < 0 ? UINT64_MAX : 0); /* no right shift of a negative value */
 }
 
 static unsigned ceil_log2(uint64_t v)
