@@ -222,7 +222,8 @@ static int match_slice(const struct matcher *m, int64_t s0, int64_t s1, struct s
 	const uint8_t *old = m->old, *new = m->new;
 	int64_t oldsize = m->oldsize;
 	int64_t scan = s0, len = 0, pos = 0;
-	int64_t lastscan = s0, lastpos = 0, lastoffset = 0;
+	/* the slice starts on the identity alignment (lastoffset 0): old[s0] faces new[s0] */
+	int64_t lastscan = s0, lastpos = s0 < oldsize ? s0 : oldsize, lastoffset = 0;
 	/* new[scan, a_end) equals old under the alignment a_off (a_end <= s1) */
 	int64_t a_end = s0, a_off = 0;
 
