@@ -19,6 +19,7 @@ PKGS=(
   nginx-light
   time bc e2fsprogs jq
   cppcheck clang-tidy
+  u-boot-tools libubootenv-tool grub-common   # tests of the contrib/ slot-switch hooks
 )
 
 missing=()
