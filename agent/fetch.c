@@ -206,6 +206,34 @@ static void trim_copy(char *dst, size_t cap, const char *src, size_t n)
 	dst[n] = 0;
 }
 
+/* One decimal number of a header (no sign, no overflow); *p moves past it. */
+static bool parse_u64_at(const char **p, uint64_t *out)
+{
+	if (**p < '0' || **p > '9')
+		return false;
+	char *end = NULL;
+	errno = 0;
+	unsigned long long v = strtoull(*p, &end, 10);
+	if (errno != 0)
+		return false;
+	*out = v;
+	*p = end;
+	return true;
+}
+
+/* "bytes A-B/T", optionally followed by white space, and nothing else. */
+static bool parse_content_range(const char *v, uint64_t *a, uint64_t *b, uint64_t *t)
+{
+	if (strncmp(v, "bytes ", 6) != 0)
+		return false;
+	v += 6;
+	if (!parse_u64_at(&v, a) || *v++ != '-' || !parse_u64_at(&v, b) || *v++ != '/' || !parse_u64_at(&v, t))
+		return false;
+	while (*v == ' ' || *v == '\t' || *v == '\r' || *v == '\n')
+		v++;
+	return *v == '\0';
+}
+
 static size_t on_header(char *data, size_t size, size_t nitems, void *user)
 {
 	struct agent_fetch *f = user;
@@ -228,9 +256,8 @@ static size_t on_header(char *data, size_t size, size_t nitems, void *user)
 	while (*v == ' ')
 		v++;
 	if (klen == 13 && strncasecmp(line, "content-range", 13) == 0) {
-		unsigned long long a, b, t;
-		char tail;
-		if (sscanf(v, "bytes %llu-%llu/%llu%c", &a, &b, &t, &tail) == 3 && a <= b && b < t) {
+		uint64_t a, b, t;
+		if (parse_content_range(v, &a, &b, &t) && a <= b && b < t) {
 			f->have_range = true;
 			f->cr_start = a;
 			f->cr_end = b;
@@ -262,14 +289,14 @@ static enum fetch_result judge(struct agent_fetch *f)
 				       f->url, (unsigned long long)f->want_off, (unsigned long long)end - 1,
 				       (unsigned long long)f->cr_start, (unsigned long long)f->cr_end,
 				       (unsigned long long)f->cr_total);
-			return FETCH_FATAL;
+			return FETCH_RETRY; /* nothing of it is used; a broken proxy or cache may answer right next time */
 		}
 		f->want_len = end - f->want_off;
 		return FETCH_OK;
 	}
 	if (f->status == 206) {
 		fota_error_set(f->err, FOTA_E_FORMAT, "%s: 206 without a usable Content-Range", f->url);
-		return FETCH_FATAL;
+		return FETCH_RETRY;
 	}
 	if (f->status == 200) {
 		fota_error_set(f->err, FOTA_E_UNSUPPORTED, "%s: the server ignores Range requests (200)", f->url);

@@ -187,13 +187,16 @@ scenario baseline                        0  200 store  2  $P
 scenario drop-after-100000-req3          0  200 store  2  $P --fault 'req=3:drop-after=100000'
 scenario drop-every-request-30000        0  200 store  2  $P --fault 'every:drop-after=30000'
 # Stalls here last until the agent gives up (stall=forever on one request): a stall that
-# ends on its own races libcurl's low-speed check, and when the check fires after the
-# last byte arrived the agent retries an empty range and fails (reported to the agent
-# owners: fetch_retry must treat delivered == len as done). make soak keeps finite stalls.
+# ends on its own could race libcurl's low-speed check past the last byte, which made the
+# agent ask for an empty range (fixed in 6ebab21: a range that arrived whole is done; the
+# race is not reproducible on demand, so it is not a scenario). make soak keeps finite stalls.
 scenario stall-req4-low-speed-abort      0  200 store  2  $P --fault 'req=4:stall=forever:stall-at=1000' -- 'too slow'
 scenario http-500-req2-4                 0  200 store  2  $P --fault 'req=2-4:status=500'
 scenario http-503-req3-6                 0  200 store  2  $P --fault 'req=3-6:status=503'
-scenario wrong-content-range-req3       10  503 store  2  $P --fault 'req=3:cr-shift=512' -- 'Content-Range'
+# a wrong Content-Range is not used and the range is asked again (a broken proxy or
+# cache may answer right next time); on every request it ends with the window (503)
+scenario wrong-content-range-req3        0  200 store  2  $P --fault 'req=3:cr-shift=512' -- 'Content-Range'
+scenario wrong-content-range-always     10  503 store  2  $P --fault 'req=2-:cr-shift=512' -- 'retry window'
 scenario wrong-total-req3-starts-over    0  200 store  2  $P --fault 'req=3:cr-total=99999999' -- 'changed on the server'
 scenario truncated-body-req3             0  200 store  2  $P --fault 'req=3:truncate=5000'
 scenario flipped-byte-req3-refetched     0  200 store  2  $P --fault 'req=3:flip=rand' -- 'sha256 mismatch'
