@@ -68,18 +68,6 @@ mode = $2
 CONF
 }
 
-# tmeasure CMD...: like measure (bench/lib.sh), and M_CPU = user + sys seconds
-tmeasure() {
-  local tf
-  tf=$(mktemp)
-  /usr/bin/time -f '%e %M %U %S' -o "$tf" "$@" >"$M_LOG" 2>&1
-  M_RC=$?
-  read -r M_S M_KB M_U M_SY < <(tail -n 1 "$tf")
-  rm -f "$tf"
-  M_CPU=$(awk -v u="${M_U:-0}" -v s="${M_SY:-0}" 'BEGIN { printf "%.2f", u + s }')
-  case "$M_S" in '' | *[!0-9.]*) M_S=0 ;; esac
-  case "$M_KB" in '' | *[!0-9]*) M_KB=0 ;; esac
-}
 fmin() { awk -v a="$1" -v b="$2" 'BEGIN { print (b < a) ? b : a }'; }
 
 echo "cp: 'cp IMAGE COPY && sync COPY', image warm; update: 'fota-agent update' from the warm download cache, fsyncs included; fastest of ${BENCH_AGENT_RUNS:-3} alternating runs"
@@ -105,7 +93,7 @@ for mib in $MIBS; do
   load=$(cut -d' ' -f1 /proc/loadavg)
   for ((r = 0; r < runs; r++)); do
     rm -f "$W/cp.img"; sync
-    tmeasure sh -c "cp '$img' '$W/cp.img' && sync '$W/cp.img'"
+    measure sh -c "cp '$img' '$W/cp.img' && sync '$W/cp.img'"
     cp_s=$(fmin "$cp_s" "$M_S"); cp_cpu=$(fmin "$cp_cpu" "$M_CPU")
     rm -f "$W/cp.img"
 
@@ -117,7 +105,7 @@ for mib in $MIBS; do
     [ "$M_RC" -eq 0 ] || { echo "download failed: $(tail -3 "$M_LOG")"; exit 1; }
     dl_s=$M_S; [ "$M_KB" -gt "$dl_kb" ] && dl_kb=$M_KB
     sync
-    tmeasure "$BIN/fota-agent" -q -c "$d/agent.conf" update
+    measure "$BIN/fota-agent" -q -c "$d/agent.conf" update
     [ "$M_RC" -eq 0 ] || { echo "update failed: $(tail -3 "$M_LOG")"; exit 1; }
     up_s=$(fmin "$up_s" "$M_S"); up_cpu=$(fmin "$up_cpu" "$M_CPU")
     [ "$M_KB" -gt "$up_kb" ] && up_kb=$M_KB

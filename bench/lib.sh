@@ -1,6 +1,8 @@
 # bench/lib.sh: helpers shared by the bench/*.sh sections. Source it.
 #   measure CMD...     run CMD under /usr/bin/time; sets M_S (wall seconds), M_KB (peak
-#                      RSS, KiB) and M_RC (exit status). CMD's stdout/stderr go to $M_LOG.
+#                      RSS, KiB), M_CPU (user + system seconds: on a shared machine the
+#                      wall time depends on the load, the CPU time is the work done) and
+#                      M_RC (exit status). CMD's stdout/stderr go to $M_LOG.
 #   gen_bytes KEY N    N deterministic pseudo-random bytes (AES-128-CTR keystream of zeros
 #                      under the 32-hex-digit KEY) on stdout.
 #   fsize FILE         size in bytes.
@@ -12,11 +14,13 @@ M_LOG=${M_LOG:-/dev/null}
 measure() {
   local tf
   tf=$(mktemp)
-  /usr/bin/time -f '%e %M' -o "$tf" "$@" >"$M_LOG" 2>&1
+  /usr/bin/time -f '%e %M %U %S' -o "$tf" "$@" >"$M_LOG" 2>&1
   M_RC=$?
   # On failure time(1) writes "Command exited with non-zero status N" before the figures.
-  read -r M_S M_KB < <(tail -n 1 "$tf")
+  local u s
+  read -r M_S M_KB u s < <(tail -n 1 "$tf")
   rm -f "$tf"
+  M_CPU=$(awk -v u="${u:-0}" -v s="${s:-0}" 'BEGIN { printf "%.2f", u + s }')
   case "$M_S" in '' | *[!0-9.]*) M_S=0 ;; esac
   case "$M_KB" in '' | *[!0-9]*) M_KB=0 ;; esac
 }

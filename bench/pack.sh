@@ -35,17 +35,6 @@ need_tools bsdiff xdelta3 zstd jq /usr/bin/time || exit 1
 bash tests/pki/mkpki.sh "$W/pki"
 SIGN=(--key "$W/pki/bench-signer.key" --cert "$W/pki/bench-signer.pem" --chain "$W/pki/bench-chain.pem")
 PAIRS=${BENCH_PAIRS:-"mp pyb libc esb ext4"}
-# measure_cpu CMD...: measure, plus M_CPU = user + system seconds. On a shared machine
-# the wall time depends on the load; the CPU time is the work done.
-measure_cpu() {
-  local tf
-  tf=$(mktemp)
-  /usr/bin/time -f '%e %M %U %S' -o "$tf" "$@" >"$M_LOG" 2>&1
-  M_RC=$?
-  read -r M_S M_KB u s < <(tail -n 1 "$tf")
-  rm -f "$tf"
-  M_CPU=$(awk -v u="${u:-0}" -v s="${s:-0}" 'BEGIN { printf "%.2f", u + s }')
-}
 json_rows=()
 overhead_rows=()
 status=0
@@ -57,14 +46,14 @@ for p in $PAIRS; do
   zstd -qfd --long=27 "$o" -o "$OLD"; zstd -qfd --long=27 "$n" -o "$NEW"
   osize=$(fsize "$OLD")
   # The peers and the whole-file patch.
-  measure_cpu bsdiff "$OLD" "$NEW" "$W/p.bsdiff"; bs_s=$M_S; bs_cpu=$M_CPU; bs=$(fsize "$W/p.bsdiff")
+  measure bsdiff "$OLD" "$NEW" "$W/p.bsdiff"; bs_s=$M_S; bs_cpu=$M_CPU; bs=$(fsize "$W/p.bsdiff")
   xb=$osize; [ "$xb" -lt 524288 ] && xb=524288 # xdelta3's minimum -B
   xdelta3 -9 -e -f -B "$xb" -s "$OLD" "$NEW" "$W/p.xd" >/dev/null 2>&1; xd=$(fsize "$W/p.xd")
   zstd -q -f --ultra -22 --long=27 --patch-from="$OLD" "$NEW" -o "$W/p.zst" 2>/dev/null; zs=$(fsize "$W/p.zst")
   best=$bs; for v in $xd $zs; do [ "$v" -lt "$best" ] && best=$v; done
   "$BIN/fota-delta" diff "$OLD" "$NEW" "$W/p.fdp" >/dev/null 2>&1; fd=$(fsize "$W/p.fdp")
   # Packages.
-  measure_cpu "$BIN/fota-pack" --from "$OLD" --to "$NEW" "${SIGN[@]}" --threads 1 --quiet --json -o "$W/ab1.fota"; t1=$M_S; t1_cpu=$M_CPU
+  measure "$BIN/fota-pack" --from "$OLD" --to "$NEW" "${SIGN[@]}" --threads 1 --quiet --json -o "$W/ab1.fota"; t1=$M_S; t1_cpu=$M_CPU
   prof=$(jq -c '.profile_seconds | with_entries(.value |= (. * 100 | round / 100))' "$M_LOG" 2>/dev/null || echo null)
   measure "$BIN/fota-pack" --from "$OLD" --to "$NEW" "${SIGN[@]}" --quiet -o "$W/ab.fota"; t2=$M_S; rss=$M_KB
   # ECDSA signatures are randomised: compare everything else (manifest and payloads).
