@@ -545,13 +545,6 @@ static int fetch_retry(struct agent *a, uint64_t off, uint64_t len, bool allow_s
 			len -= delivered;
 			attempt = 0;
 			window_start = ck->now_ms(ck->ctx);
-			if (len == 0 && r == FETCH_RETRY) {
-				/* libcurl may report an error (e.g. "Operation too slow") after the
-				 * whole range has arrived: the bytes are here, nothing is left to ask */
-				if (!a->val.total)
-					a->val = got;
-				return AGENT_EXIT_OK;
-			}
 		}
 		uint64_t cap = a->cfg->backoff_max_s * 1000;
 		uint64_t d = a->cfg->backoff_base_s * 1000;

@@ -397,6 +397,10 @@ static enum fetch_result fetch_http(struct agent_fetch *f, uint64_t off, uint64_
 	*got = f->resp;
 	if (f->judged && f->verdict != FETCH_OK)
 		return f->verdict;
+	/* libcurl may report an error (e.g. "Operation too slow") after the last byte asked
+	 * for has arrived: every byte is here and judged, so the range is fetched */
+	if (cc != CURLE_OK && f->judged && f->delivered == f->want_len)
+		cc = CURLE_OK;
 	if (cc == CURLE_OK) {
 		if (!f->judged) {
 			/* an empty body: judge the headers anyway */
