@@ -427,17 +427,6 @@ static void test_agent_core_status_json(void)
 
 /* ---- parsers ---- */
 
-static void expect_config_error(const char *text, const char *needle)
-{
-	struct agent_config *c = NULL;
-	struct fota_error err;
-	fota_error_clear(&err);
-	CU_ASSERT_EQUAL(agent_config_parse(text, "t.conf", &c, &err), FOTA_E_ARG);
-	CU_ASSERT_PTR_NULL(c);
-	CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, needle));
-	if (!strstr(err.msg, needle))
-		fprintf(stderr, "\n  config: want '%s', got '%s'\n", needle, err.msg);
-}
 
 static void test_agent_core_config_strict(void)
 {
@@ -451,37 +440,37 @@ static void test_agent_core_config_strict(void)
 	CU_ASSERT_EQUAL(c->n_trust, 1);
 	agent_config_free(c);
 	char *t = tagent_config_text(FOTA_MODE_AB, false, "colour = blue\n");
-	expect_config_error(t, "[download] colour: unknown key");
+	tagent_expect_config_error(t, "[download] colour: unknown key");
 	free(t);
 	t = tagent_config_text(FOTA_MODE_AB, false, "[nosuch]\nx = 1\n");
-	expect_config_error(t, "[nosuch] x: unknown section");
+	tagent_expect_config_error(t, "[nosuch] x: unknown section");
 	free(t);
 	t = tagent_config_text(FOTA_MODE_AB, false, "retry_window_minutes = 5\n");
-	expect_config_error(t, "given twice");
+	tagent_expect_config_error(t, "given twice");
 	free(t);
 	t = tagent_config_text(FOTA_MODE_AB, false, "low_speed_time_seconds = -3\n");
-	expect_config_error(t, "low_speed_time_seconds");
+	tagent_expect_config_error(t, "low_speed_time_seconds");
 	free(t);
 	t = tagent_config_text(FOTA_MODE_AB, false, "[agent]\ncrl =\n");
-	expect_config_error(t, "empty value");
+	tagent_expect_config_error(t, "empty value");
 	free(t);
-	expect_config_error("[device]\nmode = ab\n", "missing");
-	expect_config_error("[device]\nmode = dual\n", "must be ab or inplace");
+	tagent_expect_config_error("[device]\nmode = ab\n", "missing");
+	tagent_expect_config_error("[device]\nmode = dual\n", "must be ab or inplace");
 	/* removing a required key names it */
 	char *noslot = strdup(good);
 	char *p = strstr(noslot, "slot_b = slot_b\n");
 	memmove(p, p + 16, strlen(p + 16) + 1);
-	expect_config_error(noslot, "[device] slot_b: missing");
+	tagent_expect_config_error(noslot, "[device] slot_b: missing");
 	free(noslot);
 	char *nostate = strdup(good);
 	p = strstr(nostate, "state_dir");
 	p[0] = 'X';
-	expect_config_error(nostate, "unknown key");
+	tagent_expect_config_error(nostate, "unknown key");
 	free(nostate);
 	t = tagent_config_text(FOTA_MODE_INPLACE, false, "[device]\nslot_a = x\n");
-	expect_config_error(t, "only for mode = ab");
+	tagent_expect_config_error(t, "only for mode = ab");
 	free(t);
-	expect_config_error("garbage line\n", "t.conf:1");
+	tagent_expect_config_error("garbage line\n", "t.conf:1");
 	free(good);
 }
 

@@ -225,14 +225,7 @@ static void test_fumo_journal_v1(void)
 static void expect_bad_config(const char *extra, const char *needle)
 {
 	char *t = tagent_config_text(FOTA_MODE_AB, false, extra);
-	struct agent_config *c = NULL;
-	struct fota_error err;
-	fota_error_clear(&err);
-	CU_ASSERT_EQUAL(agent_config_parse(t, "t.conf", &c, &err), FOTA_E_ARG);
-	CU_ASSERT_PTR_NULL(c);
-	CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, needle));
-	if (!strstr(err.msg, needle))
-		fprintf(stderr, "\n  config: want '%s', got '%s'\n", needle, err.msg);
+	tagent_expect_config_error(t, needle);
 	free(t);
 }
 

@@ -310,3 +310,16 @@ struct agent_config *tagent_config(enum fota_mode mode, bool stream, const char 
 	free(t);
 	return c;
 }
+
+void tagent_expect_config_error(const char *text, const char *needle)
+{
+	struct agent_config *c = NULL;
+	struct fota_error err;
+	fota_error_clear(&err);
+	CU_ASSERT_EQUAL(agent_config_parse(text, "t.conf", &c, &err), FOTA_E_ARG);
+	CU_ASSERT_PTR_NULL(c);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, needle));
+	if (!strstr(err.msg, needle))
+		fprintf(stderr, "\n  config: want '%s', got '%s'\n", needle, err.msg);
+	agent_config_free(c);
+}

@@ -45,5 +45,7 @@ struct agent_clock tagent_clock(struct tclock *c);
 /* Configuration text for the sim devices ("slot_a", "slot_b", "part", "scratch"). */
 char *tagent_config_text(enum fota_mode mode, bool stream, const char *extra);
 struct agent_config *tagent_config(enum fota_mode mode, bool stream, const char *extra);
+/* Asserts that text is refused (FOTA_E_ARG, no config) with needle in the message. */
+void tagent_expect_config_error(const char *text, const char *needle);
 
 #endif
