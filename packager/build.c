@@ -889,6 +889,10 @@ fota_status pack_build(const struct pack_options *o, struct fota_error *err)
 	double t0 = now_s();
 	struct pack_profile pf = { 0 };
 
+	/* fota-pack's option parser enforces this too; the library must not rely on it
+	 * (fill_header names the package after images[0]) */
+	if (o->n_images == 0 || o->n_images > FOTA_IMAGES_MAX)
+		return fota_error_set(err, FOTA_E_ARG, "pack: %zu images (give 1 to %d)", o->n_images, FOTA_IMAGES_MAX);
 	if (!o->unsigned_pkg) {
 		rc = fota_signer_load(o->key, o->cert, o->chain, o->pss ? FOTA_SIG_PAD_PSS : FOTA_SIG_PAD_DEFAULT, &signer, err);
 		if (rc)

@@ -167,6 +167,14 @@ expect_rc "--mode bogus -> 2" 2 fota-pack --from "$OLD" --to "$NEW" --mode bogus
 expect_rc "--image without NEW -> 2" 2 fota-pack --image "system:$OLD:" "${SIGN[@]}" -o "$WORK/b.fota"
 expect_rc "--image with a bad name -> 2" 2 fota-pack --image "Sys:$OLD:$NEW" "${SIGN[@]}" -o "$WORK/b.fota"
 expect_rc "--image twice with one name -> 2" 2 fota-pack --image "a::$NEW" --image "a::$NEW" "${SIGN[@]}" -o "$WORK/b.fota"
+# the image limit (FOTA_IMAGES_MAX = 16): 16 distinct images pack, a 17th is refused
+imgs=()
+for i in $(seq 1 16); do imgs+=(--image "i$i::$NEW"); done
+expect_rc "16 --image -> 0 (the limit itself)" 0 fota-pack "${imgs[@]}" "${SIGN[@]}" --quiet -o "$WORK/b16.fota"
+imgs+=(--image "i17::$NEW")
+expect_rc "17 --image -> 2 (at most 16 images)" 2 fota-pack "${imgs[@]}" "${SIGN[@]}" -o "$WORK/b17.fota"
+grep -q "at most 16 images" "$WORK/.out" && pass "17 --image: the message names the limit" || fail "17 --image: the message names the limit" "$(cat "$WORK/.out")"
+[ ! -e "$WORK/b17.fota" ] && pass "17 --image: no output written" || fail "17 --image: no output written" "b17.fota exists"
 expect_rc "--image and --to together -> 2" 2 fota-pack --image "a::$NEW" --to "$NEW" "${SIGN[@]}" -o "$WORK/b.fota"
 expect_rc "unreadable source -> 3" 3 fota-pack --from "$WORK/nope.img" --to "$NEW" "${SIGN[@]}" -o "$WORK/b.fota"
 expect_rc "--window 3M (not a power of two) -> 2" 2 fota-pack --from "$OLD" --to "$NEW" --window 3M "${SIGN[@]}" -o "$WORK/b.fota"

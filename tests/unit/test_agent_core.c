@@ -46,17 +46,18 @@ static int world_init(struct world *w, enum fota_mode mode, bool stream, struct 
 		w->cfg->security_version = next_floor;
 	next_floor = 0;
 	uint8_t *junk = calloc(1, w->len + 4096), *zero = calloc(1, 131072);
-	if (mode == FOTA_MODE_AB) {
+	int rc = junk && zero && w->sim && w->cfg ? 0 : -1;
+	if (rc == 0 && mode == FOTA_MODE_AB) {
 		if (fota_sim_dev_set(w->sim, "slot_a", w->src, w->len) != FOTA_OK ||
 		    fota_sim_dev_set(w->sim, "slot_b", junk, w->len + 4096) != FOTA_OK)
-			return -1;
-	} else if (fota_sim_dev_set(w->sim, "part", w->src, w->len) != FOTA_OK ||
-		   fota_sim_dev_set(w->sim, "scratch", zero, 131072) != FOTA_OK) {
-		return -1;
+			rc = -1;
+	} else if (rc == 0 && (fota_sim_dev_set(w->sim, "part", w->src, w->len) != FOTA_OK ||
+			       fota_sim_dev_set(w->sim, "scratch", zero, 131072) != FOTA_OK)) {
+		rc = -1;
 	}
 	free(junk);
 	free(zero);
-	return w->cfg ? 0 : -1;
+	return rc;
 }
 
 static void world_free(struct world *w)
