@@ -504,8 +504,9 @@ fota_status fota_delta_diff(const uint8_t *old_data, uint64_t old_size, const ui
 				      " bytes; at most 2^40", old_size, new_size);
 
 	if (old_size) {
-		/* about one key per 16 to 32 old bytes, 2^16 to 2^24 keys */
-		unsigned kb = 16;
+		/* about one key per 16 to 32 old bytes, 2^12 to 2^24 keys (a small old image
+		 * keeps a small table: the diff's peak memory follows its input) */
+		unsigned kb = 12;
 		while (kb < 24 && (UINT64_C(1) << (kb + 5)) < old_size)
 			kb++;
 		key_bits = kb;
@@ -539,8 +540,9 @@ fota_status fota_delta_diff(const uint8_t *old_data, uint64_t old_size, const ui
 	struct matcher m = {old_data, (int64_t)old_size, new_data, (int64_t)new_size, sa32, sa64, bucket, key_bits, 8,
 			    NULL, 0};
 	if (old_size >= DIFF_GRAM && new_size) {
+		/* the power of two nearest to DIFF_GRAM_BITS per old byte */
 		unsigned gl = 12;
-		while (gl < 32 && (UINT64_C(1) << gl) < old_size * DIFF_GRAM_BITS)
+		while (gl < 32 && (UINT64_C(3) << (gl - 1)) < old_size * DIFF_GRAM_BITS)
 			gl++;
 		gram = calloc((size_t)(UINT64_C(1) << (gl - 6)), sizeof(*gram));
 		if (!gram) {

@@ -83,13 +83,24 @@ static unsigned ceil_log2(uint64_t v)
 /* The pre-trial level, and the ratio below which its size times NUM/DEN must come under
  * the script's size for the full trial to run. */
 #define WINDOW_PRE_LEVEL 3
-#define WINDOW_PRE_NUM 1
-#define WINDOW_PRE_DEN 2
+#define WINDOW_PRE_NUM 2
+#define WINDOW_PRE_DEN 3
 #define NS 4 /* script streams: control, diff runs, diff literals, extra */
 /* Largest window per script stream: larger ones gain nothing measurable on the benchmark
  * pairs (control and run streams are small and local) and cost the device memory. */
 static const unsigned stream_wlog_max[NS] = {18, 18, 20, 20};
 #define WINDOW_PARTS_MIN 64
+/* The trial codes the script streams at this level at most: its sizes only choose between
+ * script and window for each block, and the final pass codes the script blocks at the
+ * real level. On esb (one thread, level 19) this took the script trial from 1.05 to
+ * 0.15 CPU s for 0.24 % more patch (two close calls go to the window). */
+#define SCRIPT_TRIAL_LEVEL 9
+/* A window block's match-finder tables (ZSTD_estimateCCtxSize) are kept within
+ * WINDOW_MEM_NUM/WINDOW_MEM_DEN of the two images' size, so that on small images the
+ * diff's peak memory stays proportional to its input (as bsdiff's is); on the benchmark
+ * pairs above 8 MiB the level's own tables fit. */
+#define WINDOW_MEM_NUM 3
+#define WINDOW_MEM_DEN 2
 
 /* A piece of a control triple that stays within one block. */
 struct part {
@@ -114,6 +125,11 @@ struct block {
 
 struct plan {
 	int a64;                    /* code window blocks through the AArch64 filter */
+	size_t wmem;                /* budget of a window block's compressor tables, and of all
+	                             * jobs running at once */
+	size_t wused;               /* compressor memory of the jobs running now */
+	pthread_mutex_t wlock;
+	pthread_cond_t wcond;
 	struct buf dctl, dlit;      /* the diff stream, run-length coded per block */
 	const struct fota_delta_script *s;
 	const uint8_t *old, *new;
@@ -410,8 +426,11 @@ static void job_fail(struct job *j, fota_status st, const char *m, const char *d
 /* Set the level, window log and match-finder table sizes for coding src_size bytes
  * after a prefix of dict_size. The level's tables are capped at 2^wlog entries (hash
  * 2^(wlog-1)): a compressor does not need more entries than window positions, and the
- * level's own choice (up to 2^24 chain entries at level 19) costs tens of MiB. */
-static size_t set_level(ZSTD_CCtx *cc, int level, unsigned wlog, uint64_t src_size, uint64_t dict_size)
+ * level's own choice (up to 2^24 chain entries at level 19) costs tens of MiB. With a
+ * budget (not 0), chain and hash tables shrink in turn until the compressor's estimated
+ * size fits in it. */
+static ZSTD_compressionParameters level_params(int level, unsigned wlog, uint64_t src_size, uint64_t dict_size,
+					       size_t budget)
 {
 	ZSTD_compressionParameters cp = ZSTD_getCParams(level, src_size, (size_t)dict_size);
 	unsigned clog = cp.chainLog < wlog ? cp.chainLog : wlog;
@@ -420,6 +439,31 @@ static size_t set_level(ZSTD_CCtx *cc, int level, unsigned wlog, uint64_t src_si
 		clog = ZSTD_CHAINLOG_MIN;
 	if (hlog < ZSTD_HASHLOG_MIN)
 		hlog = ZSTD_HASHLOG_MIN;
+	cp.windowLog = wlog;
+	for (int turn = 0; budget; turn ^= 1) {
+		cp.chainLog = clog;
+		cp.hashLog = hlog;
+		if (ZSTD_estimateCCtxSize_usingCParams(cp) <= budget)
+			break;
+		if (turn == 0 && clog > ZSTD_CHAINLOG_MIN)
+			clog--;
+		else if (hlog > ZSTD_HASHLOG_MIN)
+			hlog--;
+		else if (clog > ZSTD_CHAINLOG_MIN)
+			clog--;
+		else
+			break;
+	}
+	cp.chainLog = clog;
+	cp.hashLog = hlog;
+	return cp;
+}
+
+static size_t set_level(ZSTD_CCtx *cc, int level, unsigned wlog, uint64_t src_size, uint64_t dict_size,
+			size_t budget)
+{
+	ZSTD_compressionParameters cp = level_params(level, wlog, src_size, dict_size, budget);
+	unsigned clog = cp.chainLog, hlog = cp.hashLog;
 	size_t r = ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, level);
 	if (!ZSTD_isError(r))
 		r = ZSTD_CCtx_setParameter(cc, ZSTD_c_windowLog, (int)wlog);
@@ -428,6 +472,28 @@ static size_t set_level(ZSTD_CCtx *cc, int level, unsigned wlog, uint64_t src_si
 	if (!ZSTD_isError(r))
 		r = ZSTD_CCtx_setParameter(cc, ZSTD_c_hashLog, (int)hlog);
 	return r;
+}
+
+/* Jobs run at once only while their compressors' memory fits in the plan's budget
+ * together (one always runs): on esb a level-19 window compressor takes 26 MiB, and two
+ * of them would lift the diff's peak above bsdiff's. Which jobs overlap never changes
+ * their output. */
+static size_t mem_enter(struct plan *p, size_t cost)
+{
+	pthread_mutex_lock(&p->wlock);
+	while (p->wused && p->wused + cost > p->wmem)
+		pthread_cond_wait(&p->wcond, &p->wlock);
+	p->wused += cost;
+	pthread_mutex_unlock(&p->wlock);
+	return cost;
+}
+
+static void mem_leave(struct plan *p, size_t cost)
+{
+	pthread_mutex_lock(&p->wlock);
+	p->wused -= cost;
+	pthread_cond_broadcast(&p->wcond);
+	pthread_mutex_unlock(&p->wlock);
 }
 
 static void run_stream(struct job *j)
@@ -445,10 +511,13 @@ static void run_stream(struct job *j)
 	}
 	if (last == SIZE_MAX)
 		return; /* no script block: the stream does not exist */
+	size_t held = mem_enter(p, ZSTD_estimateCStreamSize_usingCParams(level_params(j->level, j->wlog, total, 0, 0)));
 	ZSTD_CCtx *cc = ZSTD_createCCtx();
-	if (!cc)
+	if (!cc) {
+		mem_leave(p, held);
 		return job_fail(j, FOTA_E_NOMEM, "out of memory", NULL);
-	size_t r = set_level(cc, j->level, j->wlog, total, 0);
+	}
+	size_t r = set_level(cc, j->level, j->wlog, total, 0, 0);
 	if (!ZSTD_isError(r))
 		r = ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, 1);
 	if (!ZSTD_isError(r))
@@ -484,12 +553,19 @@ static void run_stream(struct job *j)
 		job_fail(j, FOTA_E_COMPRESS, "zstd: ", ZSTD_getErrorName(r));
 out:
 	ZSTD_freeCCtx(cc);
+	mem_leave(p, held);
 }
 
 static void run_window(struct job *j)
 {
 	struct plan *p = j->p;
 	struct block *k = &p->blocks[j->blk];
+	unsigned wl = ceil_log2(k->src_len + k->new_len);
+	if (wl < DELTA_WLOG_MIN)
+		wl = DELTA_WLOG_MIN;
+	ZSTD_compressionParameters wcp = level_params(j->level, wl, k->new_len, k->src_len, p->wmem);
+	size_t held = mem_enter(p, ZSTD_estimateCCtxSize_usingCParams(wcp) + 2 * (size_t)k->new_len +
+					      (p->a64 ? (size_t)k->src_len : 0));
 	ZSTD_CCtx *cc = ZSTD_createCCtx();
 	size_t cap = ZSTD_compressBound((size_t)k->new_len);
 	uint8_t *dst = malloc(cap), *fpre = NULL, *fnew = NULL;
@@ -512,14 +588,11 @@ static void run_window(struct job *j)
 		pre = fpre;
 		src = fnew;
 	}
-	unsigned wl = ceil_log2(k->src_len + k->new_len);
-	if (wl < DELTA_WLOG_MIN)
-		wl = DELTA_WLOG_MIN;
 	size_t r;
 	if (j->estimate && j->level > WINDOW_PRE_LEVEL) {
 		/* A quick look first: a window the fast level codes far above the script is not
 		 * worth the slow level's trial (which mostly pays for indexing the prefix). */
-		r = set_level(cc, WINDOW_PRE_LEVEL, wl, k->new_len, k->src_len);
+		r = set_level(cc, WINDOW_PRE_LEVEL, wl, k->new_len, k->src_len, p->wmem);
 		if (!ZSTD_isError(r))
 			r = ZSTD_CCtx_refPrefix(cc, pre, (size_t)k->src_len);
 		if (!ZSTD_isError(r))
@@ -532,7 +605,7 @@ static void run_window(struct job *j)
 			goto out;
 		ZSTD_CCtx_reset(cc, ZSTD_reset_session_and_parameters);
 	}
-	r = set_level(cc, j->level, wl, k->new_len, k->src_len);
+	r = set_level(cc, j->level, wl, k->new_len, k->src_len, p->wmem);
 	if (!ZSTD_isError(r))
 		r = ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, 1);
 	if (!ZSTD_isError(r))
@@ -544,7 +617,9 @@ static void run_window(struct job *j)
 		goto out;
 	}
 	k->est_b = r;
-	k->wz = dst;
+	k->wz = realloc(dst, r ? r : 1); /* the bound is far above the usual size */
+	if (!k->wz)
+		k->wz = dst;
 	k->wzlen = r;
 	dst = NULL;
 out:
@@ -552,6 +627,7 @@ out:
 	free(fpre);
 	free(fnew);
 	ZSTD_freeCCtx(cc);
+	mem_leave(p, held);
 }
 
 struct pool {
@@ -594,10 +670,12 @@ static int window_worth_trying(const struct block *k)
 	return k->extra_len * WINDOW_EXTRA_DIV >= k->new_len || k->p1 - k->p0 >= WINDOW_PARTS_MIN;
 }
 
-/* Compress: the three script streams plus one job per window block (or, when estimating,
- * per block). Jobs are ordered biggest-first for balance; results never depend on order. */
-static fota_status compress_all(struct plan *p, int level, const unsigned wl[NS], int estimate, int try_window,
-				unsigned threads, struct buf outs[NS], struct fota_error *err)
+/* Compress: the script streams (at slevel) plus, when estimating, one window job per
+ * candidate block (at level). Jobs are ordered biggest-first for balance; results never
+ * depend on order. With outs NULL the streams' bytes are dropped (only their per-block
+ * sizes are kept), before the window jobs run. */
+static fota_status compress_all(struct plan *p, int slevel, int level, const unsigned wl[NS], int estimate,
+				int try_window, unsigned threads, struct buf outs[NS], struct fota_error *err)
 {
 	static const char *names[NS] = {"control", "diff-run", "diff-literal", "extra"};
 	size_t nj = NS;
@@ -609,13 +687,17 @@ static fota_status compress_all(struct plan *p, int level, const unsigned wl[NS]
 		return fota_error_set(err, FOTA_E_NOMEM, "delta: encode: out of memory");
 	size_t n = 0;
 	for (int i = NS - 1; i >= 0; i--)
-		jobs[n++] = (struct job){.p = p, .which = i, .level = level, .wlog = wl[i], .estimate = estimate};
+		jobs[n++] = (struct job){.p = p, .which = i, .level = slevel, .wlog = wl[i], .estimate = estimate};
 	for (size_t i = 0; i < p->n_blocks; i++)
 		if (estimate && try_window && window_worth_trying(&p->blocks[i]))
 			jobs[n++] = (struct job){.p = p, .which = NS, .blk = i, .level = level, .estimate = estimate};
 	if (estimate) {
 		/* window pre-trials compare with the script sizes: streams first */
 		run_jobs(jobs, NS, threads);
+		for (size_t i = 0; i < NS && !outs; i++) {
+			free(jobs[i].out.p);
+			jobs[i].out = (struct buf){0};
+		}
 		run_jobs(jobs + NS, nj - NS, threads);
 	} else {
 		run_jobs(jobs, nj, threads);
@@ -644,7 +726,7 @@ static fota_status encode(const struct fota_delta_script *s, const uint8_t *old,
 			  struct fota_error *err)
 {
 	fota_status st;
-	struct plan p = {.s = s, .old = old, .new = new};
+	struct plan p = {.s = s, .old = old, .new = new, .wlock = PTHREAD_MUTEX_INITIALIZER, .wcond = PTHREAD_COND_INITIALIZER};
 	struct buf outs[NS] = {{0}}, out = {0};
 	*patch = NULL;
 	*patch_len = 0;
@@ -661,6 +743,8 @@ static fota_status encode(const struct fota_delta_script *s, const uint8_t *old,
 		return fota_error_set(err, FOTA_E_ARG, "delta: encode: zstd level %d outside [1, %d]", level,
 				      ZSTD_maxCLevel());
 	unsigned threads = fota_delta_threads(opts ? opts->threads : 0);
+	uint64_t both = s->old_size + s->new_size;
+	p.wmem = both / WINDOW_MEM_DEN > SIZE_MAX / WINDOW_MEM_NUM ? SIZE_MAX : (size_t)(both / WINDOW_MEM_DEN * WINDOW_MEM_NUM);
 	/* blocks no larger than the window, so a small window keeps apply's block buffer small */
 	unsigned block_log = wlog < DELTA_BLOCK_LOG_DEFAULT ? wlog : DELTA_BLOCK_LOG_DEFAULT;
 	if (block_log < DELTA_BLOCK_LOG_MIN)
@@ -689,11 +773,13 @@ static fota_status encode(const struct fota_delta_script *s, const uint8_t *old,
 				wl[i] = wlog;
 		}
 		/* trial: the script streams as if every block were a script block (kept as the
-		 * result when no block turns out better as a window), and every candidate window */
-		st = compress_all(&p, level, wl, 1, 1, threads, outs, err);
+		 * result when they were coded at the real level and no block turns out better as
+		 * a window), and every candidate window */
+		int slevel = level < SCRIPT_TRIAL_LEVEL ? level : SCRIPT_TRIAL_LEVEL;
+		st = compress_all(&p, slevel, level, wl, 1, 1, threads, slevel == level ? outs : NULL, err);
 		if (st != FOTA_OK)
 			goto out;
-		all_script = 1;
+		all_script = slevel == level;
 		for (size_t i = 0; i < p.n_blocks; i++) {
 			struct block *k = &p.blocks[i];
 			if (k->wz && k->est_b + 8 < k->est_a + 2 && k->est_b <= delta_piece_bound(k->new_len))
@@ -724,7 +810,7 @@ static fota_status encode(const struct fota_delta_script *s, const uint8_t *old,
 			free(outs[i].p);
 			outs[i] = (struct buf){0};
 		}
-		st = compress_all(&p, level, wl, 0, 0, threads, outs, err);
+		st = compress_all(&p, level, level, wl, 0, 0, threads, outs, err);
 		if (st != FOTA_OK)
 			goto out;
 	}

@@ -17,6 +17,7 @@
  *   70 internal error (a bug)
  */
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,6 +212,13 @@ static int cmd_patch(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+#ifdef M_MMAP_THRESHOLD
+	/* A fixed threshold: every buffer of 128 KiB and more is its own mapping, returned to
+	 * the system when freed. glibc's default raises the threshold after the first such
+	 * free, and the suffix array, filters and compressor tables of one phase then stay
+	 * resident through the next (pyb: 5.0 -> 3.7 MB peak RSS). */
+	mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+#endif
 	if (argc < 2)
 		return usage("missing command");
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {

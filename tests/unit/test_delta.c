@@ -240,6 +240,50 @@ static void test_delta_threads_do_not_change_output(void)
 	free(b);
 }
 
+/* New made of 5- to 8-byte pieces of old between 1- to 3-byte gaps: many small blocks
+ * (the control cap), each of which gets a source-window trial. The trials share the
+ * encoder's memory budget and may wait for each other; one, two and five threads must
+ * still write the same patch, and it must apply. */
+static void test_delta_window_trials_threads(void)
+{
+	size_t n = 1u << 20, cap = (5u << 20) / 2, nl = 0;
+	uint8_t *a = rnd(n, 41), *b = malloc(cap), *noise = rnd(cap, 42);
+	uint64_t x = 777;
+	while (nl + 16 < cap) {
+		x = x * 6364136223846793005u + 1442695040888963407u;
+		size_t len = 5 + (size_t)(x >> 40) % 4, at = (size_t)(x >> 11) % (n - len);
+		memcpy(b + nl, a + at, len);
+		nl += len;
+		size_t gap = 1 + (size_t)(x >> 5) % 3;
+		memcpy(b + nl, noise + nl, gap);
+		nl += gap;
+	}
+	uint8_t *p[3] = {NULL, NULL, NULL};
+	size_t pl[3] = {0, 0, 0};
+	unsigned th[3] = {1, 2, 5};
+	struct fota_delta_script *s = NULL;
+	struct fota_error e = {0};
+	CU_ASSERT_EQUAL_FATAL(fota_delta_diff(a, n, b, nl, NULL, &s, &e), FOTA_OK);
+	for (int k = 0; k < 3; k++) {
+		struct fota_delta_opts o = {th[k], 20, 3};
+		CU_ASSERT_EQUAL_FATAL(fota_delta_encode_full(s, a, b, &o, &p[k], &pl[k], &e), FOTA_OK);
+	}
+	CU_ASSERT(pl[0] > 33 && pl[0] < nl);
+	for (int k = 1; k < 3; k++)
+		CU_ASSERT(pl[k] == pl[0] && memcmp(p[k], p[0], pl[0]) == 0);
+	uint8_t *out = NULL;
+	size_t ol = 0;
+	CU_ASSERT_EQUAL(apply_mem(p[0], pl[0], a, n, FOTA_DELTA_MEM_DEFAULT, &out, &ol, &e), FOTA_OK);
+	CU_ASSERT(ol == nl && memcmp(out, b, nl) == 0);
+	free(out);
+	for (int k = 0; k < 3; k++)
+		free(p[k]);
+	fota_delta_script_free(s);
+	free(a);
+	free(b);
+	free(noise);
+}
+
 /* ---------------------------------------------------------------- limits */
 
 static void test_delta_memory_limit_and_window(void)
@@ -736,6 +780,7 @@ static void add(CU_pSuite s)
 	UNIT_ADD(s, test_delta_edits);
 	UNIT_ADD(s, test_delta_zero_runs_and_large);
 	UNIT_ADD(s, test_delta_threads_do_not_change_output);
+	UNIT_ADD(s, test_delta_window_trials_threads);
 	UNIT_ADD(s, test_delta_memory_limit_and_window);
 	UNIT_ADD(s, test_delta_malformed_controls);
 	UNIT_ADD(s, test_delta_truncated_and_corrupt);
