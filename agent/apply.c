@@ -9,7 +9,9 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_d_stableOutBuffer, exported by libzstd 1.5 */
 #include <zstd.h>
+#include <zstd_errors.h>
 
 #include "fota/delta.h"
 #include "fota/inplace.h"
@@ -105,19 +107,204 @@ struct applier {
 	struct fota_storage *dst;      /* ab: the inactive slot; inplace: the partition */
 	struct fota_storage *scratch;  /* inplace, when the package needs one */
 	uint64_t stash_end;
+	ZSTD_DCtx *dctx_out;           /* decodes straight into out (ZSTD_d_stableOutBuffer) */
+	uint8_t *out;                  /* one whole chunk of output; NULL: stream every chunk */
+	size_t out_cap;
+	struct hasher *hs;             /* hashes out next to the writing; NULL: in line */
+	bool pending;                  /* out holds chunk pend_k, written, its check not yet seen */
+	size_t pend_k;
+	const uint8_t *pend_want;
 };
+
+/*
+ * The target check of a chunk decoded whole runs on a hasher thread while the main
+ * thread writes the chunk and verifies the next payload; the main thread collects the
+ * result (check_pending) before it reuses the buffer and before any journal commit, so
+ * every chunk journaled as done has been checked.
+ */
+struct hasher {
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	const uint8_t *buf;
+	size_t len;
+	bool busy, stop;
+	uint8_t d[FOTA_SHA256_LEN];
+};
+
+static void *hasher_main(void *arg)
+{
+	struct hasher *h = arg;
+	pthread_mutex_lock(&h->mu);
+	for (;;) {
+		while (!h->busy && !h->stop)
+			pthread_cond_wait(&h->cv, &h->mu);
+		if (!h->busy)
+			break;
+		pthread_mutex_unlock(&h->mu);
+		uint8_t d[FOTA_SHA256_LEN];
+		fota_sha256(h->buf, h->len, d);
+		pthread_mutex_lock(&h->mu);
+		memcpy(h->d, d, sizeof(d));
+		h->busy = false;
+		pthread_cond_broadcast(&h->cv);
+	}
+	pthread_mutex_unlock(&h->mu);
+	return NULL;
+}
+
+/* A started hasher, or NULL (then the check runs in line). */
+static struct hasher *hasher_start(void)
+{
+	struct hasher *h = calloc(1, sizeof(*h));
+	if (!h)
+		return NULL;
+	if (pthread_mutex_init(&h->mu, NULL) != 0) {
+		free(h);
+		return NULL;
+	}
+	if (pthread_cond_init(&h->cv, NULL) != 0 || pthread_create(&h->thread, NULL, hasher_main, h) != 0) {
+		pthread_cond_destroy(&h->cv); /* destroying an unused, zeroed condition is harmless */
+		pthread_mutex_destroy(&h->mu);
+		free(h);
+		return NULL;
+	}
+	return h;
+}
+
+static void hasher_submit(struct hasher *h, const uint8_t *buf, size_t len)
+{
+	pthread_mutex_lock(&h->mu);
+	h->buf = buf;
+	h->len = len;
+	h->busy = true;
+	pthread_cond_broadcast(&h->cv);
+	pthread_mutex_unlock(&h->mu);
+}
+
+static void hasher_wait(struct hasher *h, uint8_t out[FOTA_SHA256_LEN])
+{
+	pthread_mutex_lock(&h->mu);
+	while (h->busy)
+		pthread_cond_wait(&h->cv, &h->mu);
+	memcpy(out, h->d, FOTA_SHA256_LEN);
+	pthread_mutex_unlock(&h->mu);
+}
+
+/* NULL does nothing. */
+static void hasher_stop(struct hasher *h)
+{
+	if (!h)
+		return;
+	pthread_mutex_lock(&h->mu);
+	h->stop = true;
+	pthread_cond_broadcast(&h->cv);
+	pthread_mutex_unlock(&h->mu);
+	pthread_join(h->thread, NULL);
+	pthread_cond_destroy(&h->cv);
+	pthread_mutex_destroy(&h->mu);
+	free(h);
+}
+
+/* The result of the chunk check still running, if any. */
+static fota_status check_pending(struct applier *ap, struct fota_error *err)
+{
+	if (!ap->pending)
+		return FOTA_OK;
+	ap->pending = false;
+	uint8_t d[FOTA_SHA256_LEN];
+	hasher_wait(ap->hs, d);
+	if (memcmp(d, ap->pend_want, sizeof(d)) != 0)
+		return fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: target sha256 does not match the manifest",
+				      ap->pend_k);
+	return FOTA_OK;
+}
+
+/* The largest chunk decoded whole into memory (the zstd window it replaces is as large:
+ * a decoder writing into a buffer that holds the whole frame needs no window of its own). */
+#define OUT_MAX (4u << 20)
+
+/*
+ * A full chunk small enough for ap->out: decode it whole into memory, the payload read in
+ * AGENT_IO_BUF pieces, check its size there, and write it with one write while the
+ * hasher checks its target SHA-256 (in line without a hasher). With defer the check may
+ * still be running on return (check_pending collects it); without, it is done.
+ */
+static fota_status produce_whole(struct applier *ap, const struct fota_chunk *ch, size_t k,
+				 struct fota_storage *payload, uint64_t poff, struct fota_storage *dst, uint64_t off,
+				 bool defer, struct fota_error *err)
+{
+	struct agent *a = ap->a;
+	fota_status prc = check_pending(ap, err); /* out is about to be overwritten */
+	if (prc != FOTA_OK)
+		return prc;
+	ZSTD_DCtx_reset(ap->dctx_out, ZSTD_reset_session_only);
+	ZSTD_outBuffer out = { ap->out, (size_t)ch->target_size, 0 }; /* the same one in every call */
+	uint64_t left = ch->payload_size;
+	size_t zr = 1;
+	while (left > 0) {
+		size_t n = left < AGENT_IO_BUF ? (size_t)left : AGENT_IO_BUF;
+		fota_status rc = fota_storage_read(payload, poff, a->buf, n, err);
+		if (rc != FOTA_OK)
+			return rc;
+		poff += n;
+		left -= n;
+		ZSTD_inBuffer in = { a->buf, n, 0 };
+		while (in.pos < in.size) {
+			if (zr == 0)
+				return fota_error_set(err, FOTA_E_COMPRESS, "chunk %zu: data after the zstd frame", k);
+			zr = ZSTD_decompressStream(ap->dctx_out, &out, &in);
+			if (ZSTD_isError(zr)) {
+				ZSTD_ErrorCode ec = ZSTD_getErrorCode(zr);
+				if (ec == ZSTD_error_dstSize_tooSmall || ec == ZSTD_error_noForwardProgress_destFull)
+					return fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: output longer than its target_size %llu",
+							      k, (unsigned long long)ch->target_size);
+				return fota_error_set(err, FOTA_E_COMPRESS, "chunk %zu: zstd: %s", k, ZSTD_getErrorName(zr));
+			}
+		}
+	}
+	if (zr != 0)
+		return fota_error_set(err, FOTA_E_COMPRESS, "chunk %zu: truncated zstd frame", k);
+	if (out.pos != ch->target_size)
+		return fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: produced %zu bytes, target_size %llu", k, out.pos,
+				      (unsigned long long)ch->target_size);
+	if (!ap->hs) {
+		uint8_t d[FOTA_SHA256_LEN];
+		fota_sha256(ap->out, out.pos, d);
+		if (memcmp(d, ch->target_sha256, sizeof(d)) != 0)
+			return fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: target sha256 does not match the manifest", k);
+		return fota_storage_write(dst, off, ap->out, out.pos, err);
+	}
+	hasher_submit(ap->hs, ap->out, out.pos);
+	ap->pending = true;
+	ap->pend_k = k;
+	ap->pend_want = ch->target_sha256;
+	fota_status rc = fota_storage_write(dst, off, ap->out, out.pos, err);
+	if (rc != FOTA_OK) {
+		struct fota_error unused = { 0 };
+		(void)check_pending(ap, &unused);
+		return rc;
+	}
+	return defer ? FOTA_OK : check_pending(ap, err);
+}
 
 /* Produce chunk ch from its verified payload into dst at off; checks size and digest. */
 static int produce(struct applier *ap, const struct fota_chunk *ch, size_t k, struct fota_storage *payload,
-		   uint64_t poff, struct fota_storage *dst, uint64_t off, bool sync, bool check, struct fota_error *err)
+		   uint64_t poff, struct fota_storage *dst, uint64_t off, bool sync, struct fota_error *err)
 {
 	struct agent *a = ap->a;
-	struct writer w = { dst, off, 0, ch->target_size, check ? fota_sha256_new() : NULL };
-	if (check && !w.h) {
+	fota_status rc = FOTA_OK;
+	if (ch->method == FOTA_METHOD_FULL && ap->out && ch->target_size <= ap->out_cap) {
+		rc = produce_whole(ap, ch, k, payload, poff, dst, off, !sync, err);
+		if (rc == FOTA_OK && sync && fota_storage_sync(dst, err) != FOTA_OK)
+			return agent_fail(a, AGENT_EXIT_IO);
+		return rc == FOTA_OK ? AGENT_EXIT_OK : agent_fail(a, rc == FOTA_E_IO ? AGENT_EXIT_IO : agent_exit_for(rc));
+	}
+	struct writer w = { dst, off, 0, ch->target_size, fota_sha256_new() };
+	if (!w.h) {
 		fota_error_set(err, FOTA_E_NOMEM, "out of memory");
 		return agent_fail(a, AGENT_EXIT_INTERNAL);
 	}
-	fota_status rc = FOTA_OK;
 	uint64_t *cum = NULL;
 	if (ch->method == FOTA_METHOD_FULL) {
 		ZSTD_DCtx_reset(ap->dctx, ZSTD_reset_session_only);
@@ -180,14 +367,11 @@ static int produce(struct applier *ap, const struct fota_chunk *ch, size_t k, st
 		rc = fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: produced %llu bytes, target_size %llu", k,
 				    (unsigned long long)w.written, (unsigned long long)ch->target_size);
 	uint8_t d[FOTA_SHA256_LEN];
-	if (w.h) {
-		fota_sha256_final(w.h, d);
-		fota_sha256_free(w.h);
-	}
+	fota_sha256_final(w.h, d);
+	fota_sha256_free(w.h);
 	if (rc == FOTA_OK && sync && fota_storage_sync(dst, err) != FOTA_OK)
 		return agent_fail(a, AGENT_EXIT_IO);
-	/* unchecked here: the read-back thread checks it before it is journaled */
-	if (rc == FOTA_OK && check && memcmp(d, ch->target_sha256, sizeof(d)) != 0)
+	if (rc == FOTA_OK && memcmp(d, ch->target_sha256, sizeof(d)) != 0)
 		rc = fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: target sha256 does not match the manifest", k);
 	if (rc != FOTA_OK)
 		x = agent_fail(a, rc == FOTA_E_IO ? AGENT_EXIT_IO : agent_exit_for(rc));
@@ -253,9 +437,9 @@ static int inplace_chunk(struct applier *ap, const struct fota_chunk *ch, size_t
 		if ((x = agent_payload(a, k, &pst, &owned, &poff, err)) != 0)
 			return x;
 		if (ahead)
-			x = produce(ap, ch, k, pst, poff, ap->scratch, ap->stash_end, true, true, err);
+			x = produce(ap, ch, k, pst, poff, ap->scratch, ap->stash_end, true, err);
 		else
-			x = produce(ap, ch, k, pst, poff, ap->dst, ch->target_offset, true, true, err);
+			x = produce(ap, ch, k, pst, poff, ap->dst, ch->target_offset, true, err);
 		if (owned)
 			fota_storage_close(pst);
 		if (x != 0)
@@ -279,7 +463,7 @@ static int inplace_chunk(struct applier *ap, const struct fota_chunk *ch, size_t
 	return check_range(ap, ap->dst, ch->target_offset, ch->target_size, ch->target_sha256, "target", k, err);
 }
 
-static int ab_chunk(struct applier *ap, const struct fota_chunk *ch, size_t k, bool check, struct fota_error *err)
+static int ab_chunk(struct applier *ap, const struct fota_chunk *ch, size_t k, struct fota_error *err)
 {
 	struct fota_storage *pst;
 	bool owned;
@@ -288,131 +472,67 @@ static int ab_chunk(struct applier *ap, const struct fota_chunk *ch, size_t k, b
 	if (x != 0)
 		return x;
 	/* A/B syncs the slot at the journal's checkpoint (agent_apply) */
-	x = produce(ap, ch, k, pst, poff, ap->dst, ch->target_offset, false, check, err);
+	x = produce(ap, ch, k, pst, poff, ap->dst, ch->target_offset, false, err);
 	if (owned)
 		fota_storage_close(pst);
 	return x;
 }
 
 /*
- * Read-back verification on two more threads (A/B on files and block devices). While
- * the chunks arrive in target order, the check thread reads each written chunk back
- * from the slot and checks its SHA-256 against the manifest; it hands every buffer it
- * read to the image thread, which feeds the whole-image digest with it. So the slot is
- * read back once, and the two SHA-256 passes over the image (chunk and whole image,
- * both required) run side by side and next to the writing. The main thread waits for
- * the check thread before journaling a chunk as done, and for both only at the end.
- * When chunks come out of order the main thread checks them itself and the check
+ * The whole-image check by read-back (A/B on files and block devices; FORMAT.md section
+ * 5 step 8, like update_engine's final partition verification): every chunk is checked
+ * on the bytes produced before it is journaled (produce), and one more thread reads the
+ * slot back as the chunks arrive in target order and feeds the whole-image digest, so
+ * that the image check is done, from what the slot holds, soon after the last write.
+ * Read-back ranges are then dropped from the page cache (fota_storage_drop), RB_LAG
+ * behind, when their writeback has long started. When chunks come out of order the
  * thread reads the rest of the image at the end.
  */
-#define RB_BUF (64u << 10) /* each of the two read-back buffers (peak RSS stays under 16 MiB) */
+#define RB_BUF (128u << 10) /* the read-back buffer (peak RSS stays under 16 MiB) */
+#define RB_LAG (16u << 20)  /* read back, kept cached this much longer before the drop */
 
 struct readback {
-	pthread_t thread, ithread;
+	pthread_t thread;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	struct fota_storage *dst;
-	const struct fota_chunk *chunks; /* application order */
-	size_t ready;                    /* chunks [0, ready) are written and tile a prefix */
-	size_t verified;                 /* chunks [0, verified) read back and checked */
-	uint64_t hashed, size;           /* [0, hashed) of the image is in the image digest */
-	bool stop, finish, failed, read_done;
-	struct fota_sha256 *h, *hc;
-	uint8_t *buf[2];                 /* read by the check thread, then hashed by the image thread */
-	size_t len[2];                   /* bytes of buf[i] the image thread has yet to hash (0: free) */
+	uint64_t ready;      /* [0, ready) is written */
+	uint64_t hashed;     /* [0, hashed) is in the image digest */
+	uint64_t size;
+	bool stop, finish, failed;
+	struct fota_sha256 *h;
+	uint8_t *buf;
 	struct fota_error err;
 };
-
-static bool rb_abort(const struct readback *r) { return r->failed || (r->stop && !r->finish); }
-
-/* Check thread: read [from, to) into the buffers (chunk digest hc when set), handing
- * each to the image thread. *slot is the next buffer. */
-static bool rb_read(struct readback *r, uint64_t from, uint64_t to, struct fota_sha256 *hc, unsigned *slot)
-{
-	while (from < to) {
-		size_t n = to - from < RB_BUF ? (size_t)(to - from) : RB_BUF;
-		unsigned i = *slot;
-		pthread_mutex_lock(&r->mu);
-		while (r->len[i] != 0 && !rb_abort(r))
-			pthread_cond_wait(&r->cv, &r->mu);
-		bool abort = rb_abort(r);
-		pthread_mutex_unlock(&r->mu);
-		if (abort || fota_storage_read(r->dst, from, r->buf[i], n, &r->err) != FOTA_OK)
-			return false;
-		if (hc)
-			fota_sha256_update(hc, r->buf[i], n);
-		pthread_mutex_lock(&r->mu);
-		r->len[i] = n;
-		pthread_cond_broadcast(&r->cv);
-		pthread_mutex_unlock(&r->mu);
-		*slot = i ^ 1u;
-		from += n;
-	}
-	return true;
-}
 
 static void *readback_main(void *arg)
 {
 	struct readback *r = arg;
-	unsigned slot = 0;
-	uint64_t end = 0; /* [0, end) read so far */
+	uint64_t dropped = 0; /* [0, dropped) left the page cache */
 	pthread_mutex_lock(&r->mu);
 	for (;;) {
-		while (r->verified < r->ready && !r->failed) {
-			size_t k = r->verified;
-			const struct fota_chunk *ch = &r->chunks[k];
+		uint64_t to = r->stop && r->finish ? r->size : r->ready;
+		if (r->hashed < to) {
+			uint64_t from = r->hashed;
+			size_t n = to - from < RB_BUF ? (size_t)(to - from) : RB_BUF;
 			pthread_mutex_unlock(&r->mu);
-			uint8_t d[FOTA_SHA256_LEN];
-			bool ok = rb_read(r, ch->target_offset, ch->target_offset + ch->target_size, r->hc, &slot);
-			fota_sha256_final(r->hc, d);
-			if (ok && memcmp(d, ch->target_sha256, sizeof(d)) != 0) {
-				fota_error_set(&r->err, FOTA_E_INTEGRITY, "chunk %zu: target sha256 (read back) does not match the manifest", k);
-				ok = false;
+			bool ok = fota_storage_read(r->dst, from, r->buf, n, &r->err) == FOTA_OK;
+			if (ok) {
+				fota_sha256_update(r->h, r->buf, n);
+				if (from + n >= dropped + RB_LAG + RB_LAG / 2) {
+					fota_storage_drop(r->dst, dropped, from + n - RB_LAG - dropped);
+					dropped = from + n - RB_LAG;
+				}
 			}
 			pthread_mutex_lock(&r->mu);
 			if (!ok) {
 				r->failed = true;
-			} else {
-				r->verified = k + 1;
-				end = ch->target_offset + ch->target_size;
+				break;
 			}
-			pthread_cond_broadcast(&r->cv);
-		}
-		if (r->stop || r->failed)
-			break;
-		pthread_cond_wait(&r->cv, &r->mu);
-	}
-	bool finish = r->finish && !r->failed;
-	pthread_mutex_unlock(&r->mu);
-	bool ok = !finish || rb_read(r, end, r->size, NULL, &slot);
-	pthread_mutex_lock(&r->mu);
-	if (!ok)
-		r->failed = true;
-	r->read_done = true;
-	pthread_cond_broadcast(&r->cv);
-	pthread_mutex_unlock(&r->mu);
-	return NULL;
-}
-
-/* Image thread: hash the buffers in the order the check thread read them. */
-static void *image_main(void *arg)
-{
-	struct readback *r = arg;
-	unsigned j = 0;
-	pthread_mutex_lock(&r->mu);
-	for (;;) {
-		if (r->len[j] != 0 && !rb_abort(r)) {
-			size_t n = r->len[j];
-			pthread_mutex_unlock(&r->mu);
-			fota_sha256_update(r->h, r->buf[j], n);
-			pthread_mutex_lock(&r->mu);
-			r->hashed += n;
-			r->len[j] = 0;
-			j ^= 1u;
-			pthread_cond_broadcast(&r->cv);
+			r->hashed = from + n;
 			continue;
 		}
-		if (rb_abort(r) || r->read_done)
+		if (r->stop)
 			break;
 		pthread_cond_wait(&r->cv, &r->mu);
 	}
@@ -420,15 +540,13 @@ static void *image_main(void *arg)
 	return NULL;
 }
 
-/* Start the threads; false when they cannot run (then everything is checked in line). */
+/* Start the thread; false when it cannot run (then the image is hashed at the end). */
 static bool readback_start(struct readback *r, struct fota_storage *dst, const struct fota_image *im)
 {
 	memset(r, 0, sizeof(*r));
-	if (!dst->concurrent_reads || !(r->h = fota_sha256_new()) || !(r->hc = fota_sha256_new()) ||
-	    !(r->buf[0] = malloc(RB_BUF)) || !(r->buf[1] = malloc(RB_BUF)))
+	if (!dst->concurrent_reads || !(r->h = fota_sha256_new()) || !(r->buf = malloc(RB_BUF)))
 		goto fail;
 	r->dst = dst;
-	r->chunks = im->chunks;
 	r->size = im->target_size;
 	if (pthread_mutex_init(&r->mu, NULL) != 0)
 		goto fail;
@@ -436,30 +554,20 @@ static bool readback_start(struct readback *r, struct fota_storage *dst, const s
 		pthread_mutex_destroy(&r->mu);
 		goto fail;
 	}
-	if (pthread_create(&r->thread, NULL, readback_main, r) != 0)
-		goto fail_sync;
-	if (pthread_create(&r->ithread, NULL, image_main, r) != 0) {
-		pthread_mutex_lock(&r->mu);
-		r->stop = true;
-		pthread_cond_broadcast(&r->cv);
-		pthread_mutex_unlock(&r->mu);
-		pthread_join(r->thread, NULL);
-		goto fail_sync;
+	if (pthread_create(&r->thread, NULL, readback_main, r) != 0) {
+		pthread_cond_destroy(&r->cv);
+		pthread_mutex_destroy(&r->mu);
+		goto fail;
 	}
 	return true;
-fail_sync:
-	pthread_cond_destroy(&r->cv);
-	pthread_mutex_destroy(&r->mu);
 fail:
 	fota_sha256_free(r->h);
-	fota_sha256_free(r->hc);
-	free(r->buf[0]);
-	free(r->buf[1]);
+	free(r->buf);
 	return false;
 }
 
-/* Chunks [0, ready) are written and tile [0, their end). */
-static void readback_ready(struct readback *r, size_t ready)
+/* [0, ready) of the image is written. */
+static void readback_ready(struct readback *r, uint64_t ready)
 {
 	pthread_mutex_lock(&r->mu);
 	if (ready > r->ready)
@@ -468,23 +576,8 @@ static void readback_ready(struct readback *r, size_t ready)
 	pthread_mutex_unlock(&r->mu);
 }
 
-/* Wait until chunks [0, n) are checked. FOTA_OK, or the thread's error. */
-static fota_status readback_wait(struct readback *r, size_t n, struct fota_error *err)
-{
-	pthread_mutex_lock(&r->mu);
-	while (r->verified < n && !r->failed)
-		pthread_cond_wait(&r->cv, &r->mu);
-	bool failed = r->failed;
-	pthread_mutex_unlock(&r->mu);
-	if (!failed)
-		return FOTA_OK;
-	if (err)
-		*err = r->err;
-	return r->err.code ? r->err.code : FOTA_E_IO;
-}
-
-/* Stop the threads; with finish, after they checked what is ready and hashed the rest
- * of the image. FOTA_OK and the image digest when the whole image was hashed. */
+/* Stop the thread; with finish, after it hashed the rest of the image. FOTA_OK and the
+ * image digest when the whole image was hashed. */
 static fota_status readback_end(struct readback *r, bool finish, uint8_t out[FOTA_SHA256_LEN], struct fota_error *err)
 {
 	pthread_mutex_lock(&r->mu);
@@ -493,7 +586,6 @@ static fota_status readback_end(struct readback *r, bool finish, uint8_t out[FOT
 	pthread_cond_broadcast(&r->cv);
 	pthread_mutex_unlock(&r->mu);
 	pthread_join(r->thread, NULL);
-	pthread_join(r->ithread, NULL);
 	pthread_cond_destroy(&r->cv);
 	pthread_mutex_destroy(&r->mu);
 	fota_status rc = FOTA_OK;
@@ -507,9 +599,7 @@ static fota_status readback_end(struct readback *r, bool finish, uint8_t out[FOT
 		fota_sha256_final(r->h, out);
 	}
 	fota_sha256_free(r->h);
-	fota_sha256_free(r->hc);
-	free(r->buf[0]);
-	free(r->buf[1]);
+	free(r->buf);
 	return rc;
 }
 
@@ -549,6 +639,21 @@ int agent_apply(struct agent *a, struct fota_error *err)
 		x = agent_fail(a, AGENT_EXIT_INTERNAL);
 		goto out;
 	}
+	/* full chunks that fit OUT_MAX are decoded whole into ap.out (produce_whole); without
+	 * the memory for it every chunk is streamed */
+	for (size_t i = 0; i < im->n_chunks; i++)
+		if (im->chunks[i].method == FOTA_METHOD_FULL && im->chunks[i].target_size <= OUT_MAX &&
+		    im->chunks[i].target_size > ap.out_cap)
+			ap.out_cap = (size_t)im->chunks[i].target_size;
+	if (ap.out_cap > 0) {
+		ap.dctx_out = ZSTD_createDCtx();
+		if (ap.dctx_out &&
+		    !ZSTD_isError(ZSTD_DCtx_setParameter(ap.dctx_out, ZSTD_d_windowLogMax, (int)m->window_log)) &&
+		    !ZSTD_isError(ZSTD_DCtx_setParameter(ap.dctx_out, ZSTD_d_stableOutBuffer, 1)))
+			ap.out = malloc(ap.out_cap);
+		if (ap.out)
+			ap.hs = hasher_start();
+	}
 	if (!a->j.source_ok) {
 		if (im->has_source) {
 			if ((x = check_range(&ap, ap.src, 0, im->source_size, im->source_sha256, "source", 0, err)) != 0) {
@@ -574,7 +679,7 @@ int agent_apply(struct agent *a, struct fota_error *err)
 	if (c->mode == FOTA_MODE_AB)
 		rb_on = readback_start(&rb, ap.dst, im);
 	if (rb_on && in_order)
-		readback_ready(&rb, next_in_order);
+		readback_ready(&rb, prefix);
 	/* A/B: progress is journaled at checkpoints, so chunks after the journaled one may be
 	 * written already (a kill keeps them in the page cache); a chunk whose slot range
 	 * already holds its target is done (FORMAT.md 6.2 allows the same in place). Only the
@@ -590,18 +695,17 @@ int agent_apply(struct agent *a, struct fota_error *err)
 			}
 			scan = memcmp(h, ch->target_sha256, sizeof(h)) == 0;
 		}
-		bool delegate = rb_on && in_order && ch->target_offset == prefix;
-		if (!delegate)
+		if (ch->target_offset != prefix)
 			in_order = false;
 		if (!scan)
-			x = c->mode == FOTA_MODE_AB ? ab_chunk(&ap, ch, k, !delegate, err) : inplace_chunk(&ap, ch, k, err);
+			x = c->mode == FOTA_MODE_AB ? ab_chunk(&ap, ch, k, err) : inplace_chunk(&ap, ch, k, err);
 		if (x != 0) {
 			fota_error_prefix(err, "update: ");
 			goto out;
 		}
-		if (delegate) {
+		if (rb_on && in_order) {
 			prefix += ch->target_size;
-			readback_ready(&rb, k + 1);
+			readback_ready(&rb, prefix);
 		}
 		a->j.ap_next = k + 1;
 		a->j.ip_step = 0;
@@ -609,19 +713,17 @@ int agent_apply(struct agent *a, struct fota_error *err)
 		/* in place and streaming: every chunk; A/B from the cache: checkpoints */
 		if (c->mode == FOTA_MODE_AB && !a->j.stream && k + 1 < n && !agent_checkpoint_due(a))
 			continue;
+		fota_status crc = check_pending(&ap, err);
+		if (crc != FOTA_OK) {
+			fota_error_prefix(err, "update: ");
+			x = agent_fail(a, agent_exit_for(crc));
+			goto out;
+		}
 		if (c->mode == FOTA_MODE_AB && fota_storage_sync(ap.dst, err) != FOTA_OK) {
 			x = agent_fail(a, AGENT_EXIT_IO);
 			goto out;
 		}
-		/* every chunk journaled as done has been checked */
-		if (rb_on) {
-			fota_status wrc = readback_wait(&rb, in_order ? k + 1 : rb.ready, err);
-			if (wrc != FOTA_OK) {
-				fota_error_prefix(err, "update: ");
-				x = agent_fail(a, wrc == FOTA_E_IO ? AGENT_EXIT_IO : agent_exit_for(wrc));
-				goto out;
-			}
-		}
+		/* every chunk journaled as done has been checked (produce) and synced */
 		snprintf(a->j.message, sizeof(a->j.message), "applied %zu of %zu chunks", k + 1, n);
 		if ((x = commit_step(a, err)) != 0)
 			goto out;
@@ -649,7 +751,10 @@ out:
 		uint8_t unused[FOTA_SHA256_LEN];
 		(void)readback_end(&rb, false, unused, NULL);
 	}
+	hasher_stop(ap.hs); /* after a pending check: it finishes hashing first */
 	ZSTD_freeDCtx(ap.dctx);
+	ZSTD_freeDCtx(ap.dctx_out);
+	free(ap.out);
 	if (ap.src != ap.dst)
 		fota_storage_close(ap.src);
 	fota_storage_close(ap.dst);

@@ -121,4 +121,12 @@ struct fota_store *fota_sim_store(struct fota_sim *sim);
 /* A device opener on sim: path names a device set with fota_sim_dev_set. */
 struct fota_devices fota_sim_devices(struct fota_sim *sim);
 
+/* A hint that [off, off + len) of s, written and read back, is not needed in memory any
+ * more: the file backend waits for that range's writeback and drops it from the page
+ * cache, so that writing a slot recycles a few MiB of page cache instead of filling
+ * memory with an image nobody reads before the reboot (taking fresh pages from a
+ * virtual machine's host is what makes writing slow and erratic). Data stay as durable
+ * as before: only fsync (sync) makes them durable. Other backends ignore it. */
+void fota_storage_drop(struct fota_storage *s, uint64_t off, uint64_t len);
+
 #endif

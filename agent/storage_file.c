@@ -119,6 +119,17 @@ static void file_close(struct fota_storage *s)
 
 static const struct fota_storage_ops file_ops = { file_read, file_write, file_sync, file_size, file_close };
 
+void fota_storage_drop(struct fota_storage *s, uint64_t off, uint64_t len)
+{
+	if (!s || s->ops != &file_ops || len == 0 || off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
+		return;
+	struct file_storage *f = (struct file_storage *)s;
+	/* only clean pages can be dropped: start and wait for the range's writeback first */
+	(void)sync_file_range(f->fd, (off_t)off, (off_t)len,
+			      SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+	(void)posix_fadvise(f->fd, (off_t)off, (off_t)len, POSIX_FADV_DONTNEED);
+}
+
 static fota_status open_fd(const char *path, int flags, struct fota_storage **out, struct fota_error *err)
 {
 	int fd = open(path, flags | O_CLOEXEC, 0644);
