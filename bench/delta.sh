@@ -11,7 +11,7 @@
 # generated 1 GiB pair (skip it with BENCH_SKIP_1G=1) shows fota-delta's apply memory on
 # an image far larger than its buffers.
 #
-# Prints one table plus the targets (fota <= best peer; 1-thread diff >= 3x faster than
+# Prints one table plus the targets (fota <= best peer; 1-thread diff >= 3x less CPU than
 # bsdiff on esb/ext4; diff RSS <= bsdiff's; apply >= 2x faster than bspatch on ext4 and
 # apply RSS <= 16 MiB), and writes the same data to bench/out/delta.json.
 # Environment: BENCH_PAIRS="mp pyb ..." to run a subset; BENCH_SKIP_1G=1; BENCH_KEEP=1
@@ -83,22 +83,22 @@ set_cmds() {
 bench_one() {
   local pair=$1 tool=$2 old=$3 new=$4
   local p="$work/$pair.$tool.patch" o="$work/$pair.$tool.out"
-  local ok=ok bytes=0 ds=0 dkb=0 as=0 akb=0
+  local ok=ok bytes=0 ds=0 dkb=0 as=0 akb=0 dcpu=0 acpu=0
   rm -f "$p" "$o"
   if [ "${tool#fota}" != "$tool" ] && [ -z "$FOTA" ]; then
-    printf '%s\t%s\t%s\t%s\t0\t0\t0\t0\t0\tmissing\n' "$pair" "$tool" "$(fsize "$old")" "$(fsize "$new")" >>"$rows"
+    printf '%s\t%s\t%s\t%s\t0\t0\t0\t0\t0\tmissing\t0\t0\n' "$pair" "$tool" "$(fsize "$old")" "$(fsize "$new")" >>"$rows"
     return
   fi
   set_cmds "$tool" "$old" "$new" "$p" "$o"
   measure "${DIFF[@]}"
-  ds=$M_S dkb=$M_KB
+  ds=$M_S dkb=$M_KB dcpu=$M_CPU
   if [ "$M_RC" -ne 0 ] || [ ! -f "$p" ]; then
     ok="diff-failed(rc=$M_RC)"
     echo "bench/delta: $pair $tool diff failed: $(tail -n 3 "$M_LOG" | tr '\n' ' ')" >&2
   else
     bytes=$(fsize "$p")
     measure "${APPLY[@]}"
-    as=$M_S akb=$M_KB
+    as=$M_S akb=$M_KB acpu=$M_CPU
     if [ "$M_RC" -ne 0 ]; then
       ok="apply-failed(rc=$M_RC)"
       echo "bench/delta: $pair $tool apply failed: $(tail -n 3 "$M_LOG" | tr '\n' ' ')" >&2
@@ -112,7 +112,7 @@ bench_one() {
     && ! cmp -s "$p" "$work/$pair.fota-1t.patch"; then
     ok="ok,patch-differs-from-1-thread"
   fi
-  add_row "$pair" "$tool" "$old" "$new" "$bytes" "$ds" "$dkb" "$as" "$akb" "$ok"
+  add_row "$pair" "$tool" "$old" "$new" "$bytes" "$ds" "$dkb" "$as" "$akb" "$ok" "$dcpu" "$acpu"
   rm -f "$o"
   # bsdiff's own patch applied by fota-delta's streaming BSDIFF40 reader (row "bsd>fota";
   # its patch bytes and diff figures are bsdiff's).
@@ -120,16 +120,17 @@ bench_one() {
     measure "$FOTA" patch "$old" "$p" "$o"
     if [ "$M_RC" -ne 0 ]; then ok="apply-failed(rc=$M_RC)"; status=1
     elif ! cmp -s "$o" "$new"; then ok="WRONG-OUTPUT"; status=1; fi
-    add_row "$pair" "bsd>fota" "$old" "$new" "$bytes" "$ds" "$dkb" "$M_S" "$M_KB" "$ok"
+    add_row "$pair" "bsd>fota" "$old" "$new" "$bytes" "$ds" "$dkb" "$M_S" "$M_KB" "$ok" "$dcpu" "$M_CPU"
     rm -f "$o"
   fi
 }
 
+# add_row PAIR TOOL OLD NEW BYTES DIFF_S DIFF_KIB APPLY_S APPLY_KIB OK DIFF_CPU APPLY_CPU
 add_row() {
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$(fsize "$3")" "$(fsize "$4")" \
-    "$5" "$6" "$7" "$8" "$9" "${10}" >>"$rows"
-  printf '  %-5s %-9s %12s bytes  diff %7ss %7s KiB  apply %6ss %7s KiB  %s\n' "$1" "$2" "$5" \
-    "$6" "$7" "$8" "$9" "${10}" >&2
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$(fsize "$3")" "$(fsize "$4")" \
+    "$5" "$6" "$7" "$8" "$9" "${10}" "${11}" "${12}" >>"$rows"
+  printf '  %-5s %-9s %12s bytes  diff %7ss (cpu %7ss) %7s KiB  apply %6ss %7s KiB  %s\n' "$1" "$2" "$5" \
+    "$6" "${11}" "$7" "$8" "$9" "${10}" >&2
 }
 
 for pair in $PAIRS; do
@@ -190,10 +191,10 @@ function addt(name, pair, value, pass) {
 }
 {
   n++; P[n] = $1; T[n] = $2; OB[n] = $3; NB[n] = $4; B[n] = $5; DS[n] = $6; DK[n] = $7
-  AS[n] = $8; AK[n] = $9; OK[n] = $10
+  AS[n] = $8; AK[n] = $9; OK[n] = $10; DC[n] = $11 + 0; AC[n] = $12 + 0
   if (!($1 in seen)) { seen[$1] = 1; np++; order[np] = $1 }
   if (peer($2) && $10 == "ok" && (!($1 in best) || $5 < best[$1])) { best[$1] = $5; bestt[$1] = $2 }
-  if ($2 == "bsdiff" && $10 == "ok") { bds[$1] = $6; bdk[$1] = $7; bas[$1] = $8; bak[$1] = $9 }
+  if ($2 == "bsdiff" && $10 == "ok") { bds[$1] = $6; bdk[$1] = $7; bas[$1] = $8; bak[$1] = $9; bdc[$1] = $11 + 0 }
 }
 END {
   for (i = 1; i <= n; i++) {
@@ -208,10 +209,12 @@ END {
     }
     if (pr in bds) {
       if ((T[i] == "fota-1t" || T[i] == "fota-fast") && (pr == "esb" || pr == "ext4")) {
-        sp = DS[i] > 0 ? bds[pr] / DS[i] : 999
+        # CPU seconds (user + system): the work done, which on a shared machine the
+        # load does not change the way it changes wall time
+        sp = DC[i] > 0 ? bdc[pr] / DC[i] : 999
         pass = sp >= 3
         F[i] = F[i] sprintf(" diff%.1fx:%s", sp, pass ? "ok" : "MISS")
-        addt("1-thread diff >= 3x faster than bsdiff (" bds[pr] " s), " T[i], pr, sprintf("%ss = %.1fx", DS[i], sp), pass)
+        addt("1-thread diff >= 3x less CPU than bsdiff (" bdc[pr] " s), " T[i], pr, sprintf("%.2fs = %.1fx", DC[i], sp), pass)
       }
       pass = DK[i] <= bdk[pr]
       F[i] = F[i] sprintf(" drss:%s", pass ? "ok" : "MISS")
@@ -234,18 +237,18 @@ END {
       addt("apply peak RSS <= 16 MiB (1 GiB image)", pr, sprintf("%.1f MiB", mib(AK[i])), pass)
     }
   }
-  printf "\n%-6s %-9s %12s %7s %8s %9s %8s %9s  %-6s %s\n", "pair", "tool", "patch B", "ratio", "diff s", "diff MiB", "apply s", "apply MiB", "output", "targets"
+  printf "\n%-6s %-9s %12s %7s %8s %8s %9s %8s %9s  %-6s %s\n", "pair", "tool", "patch B", "ratio", "diff s", "diff cpu", "diff MiB", "apply s", "apply MiB", "output", "targets"
   for (k = 1; k <= np; k++)
     for (i = 1; i <= n; i++) if (P[i] == order[k])
-      printf "%-6s %-9s %12d %7s %8.2f %9.1f %8.2f %9.1f  %-6s%s\n", P[i], T[i], B[i], R[i], DS[i], mib(DK[i]), AS[i], mib(AK[i]), OK[i] == "ok" ? "ok" : OK[i], F[i]
-  printf "\nratio: patch bytes / smallest peer patch (bsdiff, xdelta3, zstd) on the pair. fota-1t = fota-delta diff --threads 1;\nfota-fast = fota-delta diff --threads 1 --level %s (the speed end of the trade-off, docs/fota-delta.md).\n", fast_level
+      printf "%-6s %-9s %12d %7s %8.2f %8.2f %9.1f %8.2f %9.1f  %-6s%s\n", P[i], T[i], B[i], R[i], DS[i], DC[i], mib(DK[i]), AS[i], mib(AK[i]), OK[i] == "ok" ? "ok" : OK[i], F[i]
+  printf "\nratio: patch bytes / smallest peer patch (bsdiff, xdelta3, zstd) on the pair. diff s: wall; diff cpu: user + system\nseconds (the speed target compares these). fota-1t = fota-delta diff --threads 1;\nfota-fast = fota-delta diff --threads 1 --level %s (the speed end of the trade-off, docs/fota-delta.md).\n", fast_level
   if (nt) {
     printf "\ntargets:\n"
     for (t = 1; t <= nt; t++) printf "  %-4s %-6s %-60s %s\n", tpass[t] ? "PASS" : "MISS", tpair[t], tname[t], tval[t]
   }
   printf "{\n  \"section\": \"delta\",\n  \"date\": \"%s\",\n  \"host\": \"%s\",\n  \"cpus\": %d,\n  \"fota_delta\": \"%s\",\n  \"rows\": [\n", date, host, cpus, fota_bin > json
   for (i = 1; i <= n; i++)
-    printf "    {\"pair\": \"%s\", \"tool\": \"%s\", \"old_bytes\": %d, \"new_bytes\": %d, \"patch_bytes\": %d, \"ratio_to_best_peer\": %s, \"diff_s\": %s, \"diff_rss_kib\": %d, \"apply_s\": %s, \"apply_rss_kib\": %d, \"output\": \"%s\"}%s\n", P[i], T[i], OB[i], NB[i], B[i], R[i] == "-" ? "null" : R[i], DS[i] + 0, DK[i], AS[i] + 0, AK[i], OK[i], i < n ? "," : "" > json
+    printf "    {\"pair\": \"%s\", \"tool\": \"%s\", \"old_bytes\": %d, \"new_bytes\": %d, \"patch_bytes\": %d, \"ratio_to_best_peer\": %s, \"diff_s\": %s, \"diff_cpu_s\": %s, \"diff_rss_kib\": %d, \"apply_s\": %s, \"apply_cpu_s\": %s, \"apply_rss_kib\": %d, \"output\": \"%s\"}%s\n", P[i], T[i], OB[i], NB[i], B[i], R[i] == "-" ? "null" : R[i], DS[i] + 0, DC[i], DK[i], AS[i] + 0, AC[i], AK[i], OK[i], i < n ? "," : "" > json
   printf "  ],\n  \"targets\": [\n" > json
   for (t = 1; t <= nt; t++)
     printf "    {\"target\": \"%s\", \"pair\": \"%s\", \"value\": \"%s\", \"pass\": %s}%s\n", tname[t], tpair[t], tval[t], tpass[t] ? "true" : "false", t < nt ? "," : "" > json

@@ -445,12 +445,11 @@ static ZSTD_compressionParameters level_params(int level, unsigned wlog, uint64_
 		cp.hashLog = hlog;
 		if (ZSTD_estimateCCtxSize_usingCParams(cp) <= budget)
 			break;
-		if (turn == 0 && clog > ZSTD_CHAINLOG_MIN)
+		int chain = clog > ZSTD_CHAINLOG_MIN && (turn == 0 || hlog <= ZSTD_HASHLOG_MIN);
+		if (chain)
 			clog--;
 		else if (hlog > ZSTD_HASHLOG_MIN)
 			hlog--;
-		else if (clog > ZSTD_CHAINLOG_MIN)
-			clog--;
 		else
 			break;
 	}
