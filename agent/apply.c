@@ -666,7 +666,9 @@ int agent_apply(struct agent *a, struct fota_error *err)
 			}
 		}
 		a->j.source_ok = true;
-		if ((x = commit_step(a, err)) != 0)
+		/* A/B never writes the source, so a cut before the next commit only means the
+		 * check runs again; in place must record it before the first write changes it */
+		if (c->mode != FOTA_MODE_AB && (x = commit_step(a, err)) != 0)
 			goto out;
 	}
 	size_t n = im->n_chunks;
@@ -723,8 +725,13 @@ int agent_apply(struct agent *a, struct fota_error *err)
 			x = agent_fail(a, AGENT_EXIT_IO);
 			goto out;
 		}
-		/* every chunk journaled as done has been checked (produce) and synced */
+		/* every chunk journaled as done has been checked (produce) and synced. A/B from
+		 * the cache: the last chunks are journaled by the caller's commit of the checked
+		 * image (agent.c run_update, phase APPLIED); a cut before it redoes them from the
+		 * last checkpoint, as any cut does */
 		snprintf(a->j.message, sizeof(a->j.message), "applied %zu of %zu chunks", k + 1, n);
+		if (c->mode == FOTA_MODE_AB && !a->j.stream && k + 1 == n)
+			continue;
 		if ((x = commit_step(a, err)) != 0)
 			goto out;
 		agent_payload_release(a, k);

@@ -374,3 +374,79 @@ static void add(CU_pSuite s)
 	UNIT_ADD(s, test_agent_apply_stream_refetch_inplace);
 }
 UNIT_SUITE("agent/apply", add)
+
+/*
+ * Suite agent/apply_drop: fota_storage_drop, the page-cache hint the A/B read-back gives
+ * the slot once a range is written, read back and hashed. It must never change what the
+ * storage holds: on a file the dropped range reads back the same (from the disk), ranges
+ * past the end or absurd ones are ignored, and the simulation backend ignores it.
+ */
+static void test_agent_apply_drop_file_keeps_data(void)
+{
+	enum { LEN = 3 << 20 };
+	uint8_t *data = malloc(LEN), *back = malloc(LEN);
+	CU_ASSERT_FATAL(data && back);
+	unit_fill_random(data, LEN, 77);
+	char *path = unit_write_file("drop.img", "", 0);
+	CU_ASSERT_FATAL(path != NULL);
+	struct fota_storage *s = NULL;
+	struct fota_error err;
+	fota_error_clear(&err);
+	CU_ASSERT_EQUAL_FATAL(fota_file_open(path, true, &s, &err), FOTA_OK);
+	CU_ASSERT_EQUAL(fota_storage_write(s, 0, data, LEN, &err), FOTA_OK);
+	/* dirty pages: drop starts and waits for their writeback before dropping them */
+	fota_storage_drop(s, 0, 1 << 20);
+	CU_ASSERT_EQUAL(fota_storage_sync(s, &err), FOTA_OK);
+	fota_storage_drop(s, 1 << 20, LEN);            /* runs past the end */
+	fota_storage_drop(s, UINT64_MAX - 10, 100);    /* overflows: ignored */
+	fota_storage_drop(s, 0, 0);
+	fota_storage_drop(NULL, 0, 1);
+	memset(back, 0, LEN);
+	CU_ASSERT_EQUAL(fota_storage_read(s, 0, back, LEN, &err), FOTA_OK);
+	CU_ASSERT_EQUAL(memcmp(back, data, LEN), 0);
+	uint64_t size = 0;
+	CU_ASSERT_EQUAL(fota_storage_size(s, &size, &err), FOTA_OK);
+	CU_ASSERT_EQUAL(size, (uint64_t)LEN);
+	fota_storage_close(s);
+	size_t n = 0;
+	uint8_t *disk = unit_read_file(path, &n);
+	CU_ASSERT(disk && n == LEN && memcmp(disk, data, LEN) == 0);
+	free(disk);
+	free(path);
+	free(data);
+	free(back);
+}
+
+static void test_agent_apply_drop_sim_ignored(void)
+{
+	struct fota_sim *sim = fota_sim_new();
+	CU_ASSERT_FATAL(sim != NULL);
+	uint8_t img[4096];
+	unit_fill_random(img, sizeof(img), 5);
+	CU_ASSERT_EQUAL_FATAL(fota_sim_dev_set(sim, "slot_b", img, sizeof(img)), FOTA_OK);
+	struct fota_devices dv = fota_sim_devices(sim);
+	struct fota_storage *s = NULL;
+	struct fota_error err;
+	fota_error_clear(&err);
+	CU_ASSERT_EQUAL_FATAL(dv.open(dv.ctx, "slot_b", true, &s, &err), FOTA_OK);
+	uint8_t patch[512];
+	memset(patch, 0xa5, sizeof(patch));
+	CU_ASSERT_EQUAL(fota_storage_write(s, 1024, patch, sizeof(patch), &err), FOTA_OK);
+	uint64_t events = fota_sim_events(sim);
+	fota_storage_drop(s, 0, sizeof(img)); /* no event, and the unsynced write stays visible */
+	CU_ASSERT_EQUAL(fota_sim_events(sim), events);
+	memcpy(img + 1024, patch, sizeof(patch));
+	size_t n = 0;
+	uint8_t *now = fota_sim_dev_get(sim, "slot_b", &n);
+	CU_ASSERT(now && n == sizeof(img) && memcmp(now, img, sizeof(img)) == 0);
+	free(now);
+	fota_storage_close(s);
+	fota_sim_free(sim);
+}
+
+static void add_drop(CU_pSuite s)
+{
+	UNIT_ADD(s, test_agent_apply_drop_file_keeps_data);
+	UNIT_ADD(s, test_agent_apply_drop_sim_ignored);
+}
+UNIT_SUITE("agent/apply_drop", add_drop)
