@@ -9,8 +9,9 @@
 # included) against `fota-agent update` (process start, journal and signature check,
 # reading the downloaded package cache, warm in the page cache after the download,
 # decompressing, writing the inactive slot, a truncated file of the image's size, every
-# chunk's and the whole image's SHA-256, its fsyncs and journal commits). No dirty pages
-# before either (sync). The two alternate, BENCH_AGENT_RUNS times (default 3), and the
+# chunk's and the whole image's SHA-256, its fsyncs and journal commits; it drops the
+# slot from the page cache once read back, where cp leaves its copy cached). No dirty
+# pages before either (sync). The two alternate, BENCH_AGENT_RUNS times (default 3), and the
 # fastest of each counts, since the machine may be shared; the CPU seconds (user + sys,
 # children included) of those runs and the load average are printed too, because cp
 # mostly waits for the disk while the agent mostly computes, so a busy CPU slows the
