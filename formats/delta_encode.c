@@ -98,10 +98,8 @@ static const unsigned stream_wlog_max[NS] = {18, 18, 20, 20};
  * real level. On esb (one thread, level 19) this took the script trial from 1.05 to
  * 0.15 CPU s for 0.24 % more patch (two close calls go to the window). */
 #define SCRIPT_TRIAL_LEVEL 9
-/* A window block's match-finder tables (ZSTD_estimateCCtxSize) are kept within
- * WINDOW_MEM_NUM/WINDOW_MEM_DEN of the two images' size, so that on small images the
- * diff's peak memory stays proportional to its input (as bsdiff's is); on the benchmark
- * pairs above 8 MiB the level's own tables fit. */
+/* Compression jobs on several threads run at once only while their compressors fit in
+ * WINDOW_MEM_NUM/WINDOW_MEM_DEN of the two images' size together (see mem_enter). */
 #define WINDOW_MEM_NUM 3
 #define WINDOW_MEM_DEN 2
 
@@ -128,8 +126,9 @@ struct block {
 
 struct plan {
 	int a64;                    /* code window blocks through the AArch64 filter */
-	size_t wmem;                /* budget of a window block's compressor tables, and of all
-	                             * jobs running at once */
+	size_t wmem;                /* budget of the compressors of all jobs running at once:
+	                             * WINDOW_MEM_NUM/DEN of the images */
+	size_t tmem;                /* budget of one window block's compressor (SIZE_MAX: none) */
 	size_t wused;               /* compressor memory of the jobs running now */
 	pthread_mutex_t wlock;
 	pthread_cond_t wcond;
@@ -483,7 +482,7 @@ static size_t set_level(ZSTD_CCtx *cc, int level, unsigned wlog, uint64_t src_si
 static size_t mem_enter(struct plan *p, size_t cost)
 {
 	pthread_mutex_lock(&p->wlock);
-	while (p->wused && p->wused + cost > p->wmem)
+	while (p->wused && (p->wused > p->wmem || cost > p->wmem - p->wused))
 		pthread_cond_wait(&p->wcond, &p->wlock);
 	p->wused += cost;
 	pthread_mutex_unlock(&p->wlock);
@@ -565,7 +564,7 @@ static void run_window(struct job *j)
 	unsigned wl = ceil_log2(k->src_len + k->new_len);
 	if (wl < DELTA_WLOG_MIN)
 		wl = DELTA_WLOG_MIN;
-	ZSTD_compressionParameters wcp = level_params(j->level, wl, k->new_len, k->src_len, p->wmem);
+	ZSTD_compressionParameters wcp = level_params(j->level, wl, k->new_len, k->src_len, p->tmem);
 	size_t held = mem_enter(p, ZSTD_estimateCCtxSize_usingCParams(wcp) + ZSTD_compressBound((size_t)k->new_len) +
 					      (p->a64 ? (size_t)(k->src_len + k->new_len) : 0));
 	ZSTD_CCtx *cc = ZSTD_createCCtx();
@@ -594,7 +593,7 @@ static void run_window(struct job *j)
 	if (j->estimate && j->level > WINDOW_PRE_LEVEL) {
 		/* A quick look first: a window the fast level codes far above the script is not
 		 * worth the slow level's trial (which mostly pays for indexing the prefix). */
-		r = set_level(cc, WINDOW_PRE_LEVEL, wl, k->new_len, k->src_len, p->wmem);
+		r = set_level(cc, WINDOW_PRE_LEVEL, wl, k->new_len, k->src_len, p->tmem);
 		if (!ZSTD_isError(r))
 			r = ZSTD_CCtx_refPrefix(cc, pre, (size_t)k->src_len);
 		if (!ZSTD_isError(r))
@@ -607,7 +606,7 @@ static void run_window(struct job *j)
 			goto out;
 		ZSTD_CCtx_reset(cc, ZSTD_reset_session_and_parameters);
 	}
-	r = set_level(cc, j->level, wl, k->new_len, k->src_len, p->wmem);
+	r = set_level(cc, j->level, wl, k->new_len, k->src_len, p->tmem);
 	if (!ZSTD_isError(r))
 		r = ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, 1);
 	if (!ZSTD_isError(r))
@@ -724,7 +723,7 @@ static fota_status compress_all(struct plan *p, int slevel, int level, const uns
 }
 
 static fota_status encode(const struct fota_delta_script *s, const uint8_t *old, const uint8_t *new,
-			  const struct fota_delta_opts *opts, uint8_t **patch, size_t *patch_len,
+			  const struct fota_delta_opts *opts, uint64_t mem_budget, uint8_t **patch, size_t *patch_len,
 			  struct fota_error *err)
 {
 	fota_status st;
@@ -747,6 +746,7 @@ static fota_status encode(const struct fota_delta_script *s, const uint8_t *old,
 	unsigned threads = fota_delta_threads(opts ? opts->threads : 0);
 	uint64_t both = s->old_size + s->new_size;
 	p.wmem = both / WINDOW_MEM_DEN > SIZE_MAX / WINDOW_MEM_NUM ? SIZE_MAX : (size_t)(both / WINDOW_MEM_DEN * WINDOW_MEM_NUM);
+	p.tmem = mem_budget && mem_budget < SIZE_MAX ? (size_t)mem_budget : SIZE_MAX;
 	/* blocks no larger than the window, so a small window keeps apply's block buffer small */
 	unsigned block_log = wlog < DELTA_BLOCK_LOG_DEFAULT ? wlog : DELTA_BLOCK_LOG_DEFAULT;
 	if (block_log < DELTA_BLOCK_LOG_MIN)
@@ -898,14 +898,21 @@ out:
 fota_status fota_delta_encode(const struct fota_delta_script *s, const struct fota_delta_opts *opts,
 			      uint8_t **patch, size_t *patch_len, struct fota_error *err)
 {
-	return encode(s, NULL, NULL, opts, patch, patch_len, err);
+	return encode(s, NULL, NULL, opts, 0, patch, patch_len, err);
+}
+
+fota_status fota_delta_encode_full_mem(const struct fota_delta_script *s, const uint8_t *old_data,
+				       const uint8_t *new_data, const struct fota_delta_opts *opts, uint64_t mem_budget,
+				       uint8_t **patch, size_t *patch_len, struct fota_error *err)
+{
+	if (s && ((s->old_size && !old_data) || (s->new_size && !new_data)))
+		return fota_error_set(err, FOTA_E_ARG, "delta: encode: NULL image");
+	return encode(s, old_data, new_data, opts, mem_budget, patch, patch_len, err);
 }
 
 fota_status fota_delta_encode_full(const struct fota_delta_script *s, const uint8_t *old_data,
 				   const uint8_t *new_data, const struct fota_delta_opts *opts, uint8_t **patch,
 				   size_t *patch_len, struct fota_error *err)
 {
-	if (s && ((s->old_size && !old_data) || (s->new_size && !new_data)))
-		return fota_error_set(err, FOTA_E_ARG, "delta: encode: NULL image");
-	return encode(s, old_data, new_data, opts, patch, patch_len, err);
+	return fota_delta_encode_full_mem(s, old_data, new_data, opts, 0, patch, patch_len, err);
 }

@@ -155,7 +155,10 @@ static int cmd_diff(int argc, char **argv)
 		if (tty)
 			fprintf(stderr, "fota-delta: matched in %.1f s (%zu controls); encoding...\n", t1 - t0, s->n_ctrl);
 		if (fmt == FOTA_DELTA_FMT_FOTA)
-			st = fota_delta_encode_full(s, old, new, &opts, &patch, &patch_len, &err);
+			/* a window block's compressor within 1.5x the two images, so the diff's
+			 * peak memory follows its input as bsdiff's does (docs/fota-delta.md) */
+			st = fota_delta_encode_full_mem(s, old, new, &opts, ((uint64_t)old_len + new_len) / 2 * 3, &patch,
+							&patch_len, &err);
 		else
 			st = fota_bsdiff40_encode(s, &patch, &patch_len, &err);
 		t2 = now();

@@ -266,7 +266,7 @@ static void test_delta_window_trials_threads(void)
 	CU_ASSERT_EQUAL_FATAL(fota_delta_diff(a, n, b, nl, NULL, &s, &e), FOTA_OK);
 	for (int k = 0; k < 3; k++) {
 		struct fota_delta_opts o = {th[k], 20, 3};
-		CU_ASSERT_EQUAL_FATAL(fota_delta_encode_full(s, a, b, &o, &p[k], &pl[k], &e), FOTA_OK);
+		CU_ASSERT_EQUAL_FATAL(fota_delta_encode_full_mem(s, a, b, &o, (n + nl) / 2 * 3, &p[k], &pl[k], &e), FOTA_OK);
 	}
 	CU_ASSERT(pl[0] > 33 && pl[0] < nl);
 	for (int k = 1; k < 3; k++)

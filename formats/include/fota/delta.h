@@ -130,4 +130,15 @@ fota_status fota_delta_script_slice(const struct fota_delta_script *s, uint64_t 
 				    struct fota_delta_script **out, struct fota_delta_range **ranges,
 				    size_t *n_ranges, struct fota_error *err) FOTA_WUR;
 
+/*
+ * fota_delta_encode_full with a source-window block's compressor kept within mem_budget
+ * bytes (0: no bound, the same as fota_delta_encode_full): its match-finder tables shrink
+ * until zstd's estimate of its size fits, which can make the patch larger. The patch
+ * still never depends on the thread count. fota-delta diff passes 1.5 times the two
+ * images' size, so that its peak memory follows its input as bsdiff's does.
+ */
+fota_status fota_delta_encode_full_mem(const struct fota_delta_script *s, const uint8_t *old_data,
+				       const uint8_t *new_data, const struct fota_delta_opts *opts, uint64_t mem_budget,
+				       uint8_t **patch, size_t *patch_len, struct fota_error *err) FOTA_WUR;
+
 #endif
