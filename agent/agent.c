@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,6 +17,7 @@
 #include "fota/tarhead.h"
 #include "fota/util.h"
 #include "agent_internal.h"
+#include "hooks.h"
 #include "policy.h"
 
 #define HEAD_FETCH (64u << 10)       /* first request: the head and usually more */
@@ -521,10 +521,12 @@ static int fetch_retry(struct agent *a, uint64_t off, uint64_t len, bool allow_s
 			/* paused: nothing is lost, the backoff below waits for a network the
 			 * policy allows, within the same retry window */
 			fota_error_set(err, FOTA_E_IO, "%s", why);
+			memset(&a->last_fetch, 0, sizeof(a->last_fetch));
 		} else {
 			uint64_t before = agent_fetch_bytes(a->fetch);
 			r = agent_fetch_range(a->fetch, off, len, allow_short, sink, ctx, a->val.total ? &a->val : NULL, &got,
 					      &delivered, err);
+			a->last_fetch = agent_fetch_failure(a->fetch);
 			uint64_t got_bytes = agent_fetch_bytes(a->fetch) - before;
 			a->bytes += got_bytes;
 			a->j.bytes += got_bytes; /* head and payloads, kept with the job */
@@ -866,7 +868,7 @@ static int end_job(struct agent *a, enum agent_phase phase, int code, struct fot
 {
 	if (phase == AGENT_PH_DONE || phase == AGENT_PH_FAILED) {
 		const bool updating = a->j.state == FUMO_UPD_PROGRESSING;
-		int r = fumo_result_for(code, a->cause, updating, err && code != 0 ? err->msg : a->j.message);
+		int r = fumo_result_for(code, a->cause, updating, &a->last_fetch);
 		int to;
 		if (phase == AGENT_PH_DONE)
 			to = keep_cache ? FUMO_UPD_OK_DATA : FUMO_UPD_OK_NODATA;
@@ -1038,11 +1040,14 @@ static bool final_failure(int x)
 	       x == AGENT_EXIT_CANCELLED;
 }
 
-/* A write that failed for want of room (ENOSPC, or EFBIG under a file-size limit): the
- * storage backends put strerror() in the message. */
-static bool no_space(const char *msg)
+/* A write that failed for want of room (ENOSPC, or EFBIG under a file-size limit). A
+ * download's sink says so as data (fumo_fetch_no_space); for writes outside a request
+ * (the apply, the journal) the storage interface carries no errno, so the backends'
+ * strerror() text is what tells. */
+static bool no_space(const struct agent *a, const char *msg)
 {
-	return msg && (strstr(msg, strerror(ENOSPC)) || strstr(msg, strerror(EFBIG)));
+	return fumo_fetch_no_space(&a->last_fetch) ||
+	       (msg && (strstr(msg, strerror(ENOSPC)) || strstr(msg, strerror(EFBIG))));
 }
 
 /* Floor raised after a successful install (FORMAT.md 3.3). */
@@ -1058,64 +1063,72 @@ static fota_status raise_floor(struct agent *a, struct fota_error *err)
 	return rc;
 }
 
+/*
+ * The [device] switch_command, once the new slot is written and verified. It runs as a
+ * hook (hooks.c) under [ui] hook_timeout_seconds: one that fails, is killed by a signal,
+ * or hangs past the timeout (then its process group is killed) is exit "hook" with the
+ * job left in APPLIED, and resume runs it again.
+ */
 static int run_hook(struct agent *a, struct fota_error *err)
 {
 	const char *cmd = a->cfg->switch_command;
 	if (a->cfg->mode != FOTA_MODE_AB || !cmd)
 		return AGENT_EXIT_OK;
-	char slot[2] = { a->j.target_slot, 0 };
 	const char *path = a->j.target_slot == 'a' ? a->cfg->slot_a : a->cfg->slot_b;
-	fflush(NULL);
-	pid_t pid = fork();
-	if (pid < 0) {
-		fota_error_set(err, FOTA_E_IO, "switch_command: fork: %s", strerror(errno));
-		return agent_fail(a, AGENT_EXIT_HOOK);
+	char slot_env[16], name_env[FOTA_STRING_MAX + 32], version_env[FOTA_STRING_MAX + 32];
+	char *path_env = NULL;
+	snprintf(slot_env, sizeof(slot_env), "FOTA_SLOT=%c", a->j.target_slot);
+	snprintf(name_env, sizeof(name_env), "FOTA_PKG_NAME=%s", a->m->name);
+	snprintf(version_env, sizeof(version_env), "FOTA_PKG_VERSION=%s", a->m->version);
+	if (asprintf(&path_env, "FOTA_SLOT_PATH=%s", path) < 0) {
+		fota_error_set(err, FOTA_E_NOMEM, "[device] switch_command: out of memory");
+		return agent_fail(a, AGENT_EXIT_IO);
 	}
-	if (pid == 0) {
-		setenv("FOTA_SLOT", slot, 1);
-		setenv("FOTA_SLOT_PATH", path, 1);
-		setenv("FOTA_PKG_NAME", a->m->name, 1);
-		setenv("FOTA_PKG_VERSION", a->m->version, 1);
-		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-		_exit(127);
-	}
-	int status = 0;
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
-	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-		fota_error_set(err, FOTA_E_IO, "switch_command '%s' failed (%s %d); the new slot %s is verified, resume retries",
-			       cmd, WIFEXITED(status) ? "exit" : "signal",
-			       WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status), slot);
-		return agent_fail(a, AGENT_EXIT_HOOK);
-	}
-	return AGENT_EXIT_OK;
+	const char *env[] = { slot_env, path_env, name_env, version_env, NULL };
+	struct fota_error he;
+	fota_error_clear(&he);
+	int rc = agent_hook_run("[device] switch_command", cmd, NULL, env, a->cfg->hook_timeout_s, NULL, 0, &he);
+	free(path_env);
+	if (rc == 0)
+		return AGENT_EXIT_OK;
+	if (rc > 0)
+		fota_error_set(err, FOTA_E_IO, "[device] switch_command '%s' failed (exit %d)", cmd, rc);
+	else
+		fota_error_set(err, FOTA_E_IO, "%s", he.msg);
+	fota_error_prefix(err, "slot %c is written and verified, resume runs the switch again: ", a->j.target_slot);
+	return agent_fail(a, AGENT_EXIT_HOOK);
 }
 
-/* The active slot, from the config or from active_slot_command. */
+/* The active slot, from the config or from active_slot_command (run as a hook, under
+ * [ui] hook_timeout_seconds). Asked before anything is written: a command that hangs,
+ * fails or prints anything but a or b stops the job there (exit "hook"). */
 static int active_slot(struct agent *a, char *out, struct fota_error *err)
 {
 	if (a->cfg->active_slot) {
 		*out = a->cfg->active_slot;
 		return AGENT_EXIT_OK;
 	}
-	fflush(NULL);
-	FILE *p = popen(a->cfg->active_slot_command, "r");
-	char line[16] = "";
-	if (!p) {
-		fota_error_set(err, FOTA_E_IO, "active_slot_command: %s", strerror(errno));
-		return agent_fail(a, AGENT_EXIT_HOOK);
+	const char *cmd = a->cfg->active_slot_command;
+	char line[40];
+	struct fota_error he;
+	fota_error_clear(&he);
+	int rc = agent_hook_run("[device] active_slot_command", cmd, NULL, NULL, a->cfg->hook_timeout_s, line,
+				sizeof(line), &he);
+	if (rc == 0 && (strcmp(line, "a") == 0 || strcmp(line, "b") == 0)) {
+		*out = line[0];
+		return AGENT_EXIT_OK;
 	}
-	if (!fgets(line, sizeof(line), p))
-		line[0] = 0;
-	int st = pclose(p);
-	line[strcspn(line, " \t\r\n")] = 0;
-	if (st != 0 || (strcmp(line, "a") != 0 && strcmp(line, "b") != 0)) {
-		fota_error_set(err, FOTA_E_IO, "active_slot_command '%s' must print a or b and exit 0",
-			       a->cfg->active_slot_command);
-		return agent_fail(a, AGENT_EXIT_HOOK);
+	if (rc < 0) {
+		fota_error_set(err, FOTA_E_IO, "%s", he.msg);
+	} else {
+		for (char *p = line; *p; p++) /* what it printed goes into messages: printable only */
+			if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+				*p = '?';
+		fota_error_set(err, FOTA_E_IO, "[device] active_slot_command '%s' must print a or b and exit 0 "
+			       "(it printed \"%s\", exit %d)", cmd, line, rc);
 	}
-	*out = line[0];
-	return AGENT_EXIT_OK;
+	fota_error_prefix(err, "the active slot is not known, no slot was written: ");
+	return agent_fail(a, AGENT_EXIT_HOOK);
 }
 
 /* Phases DOWNLOADED / APPLYING / APPLIED -> DONE. */
@@ -1206,7 +1219,7 @@ static int drive(struct agent *a, struct fota_error *err)
 	}
 	if (x == AGENT_EXIT_DEFERRED)
 		return x; /* journaled by the policy: resume asks again when it is due */
-	if (x == AGENT_EXIT_IO && err && no_space(err->msg))
+	if (x == AGENT_EXIT_IO && no_space(a, err ? err->msg : NULL))
 		a->cause = FUMO_CAUSE_NO_SPACE;
 	if (x != 0 && x != RES_CHANGED) {
 		bool before_write = a->j.phase == AGENT_PH_DOWNLOADING || a->j.phase == AGENT_PH_DOWNLOADED ||

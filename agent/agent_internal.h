@@ -33,6 +33,7 @@ struct agent {
 	uint8_t *buf, *buf2;             /* AGENT_IO_BUF each */
 	int exit;                        /* exit code of the failure being reported */
 	enum fumo_cause cause;           /* what the failure was, beyond its exit code (fumo.h) */
+	struct fetch_failure last_fetch; /* why the job's last request failed (NONE after one that worked) */
 	int64_t last_checkpoint_ms;      /* when the journal was last committed for progress */
 };
 

@@ -36,6 +36,7 @@ struct agent_fetch {
 	fetch_sink sink;
 	void *sink_ctx;
 	enum fetch_result verdict;   /* why the write callback stopped the transfer */
+	struct fetch_failure fail;   /* why the last request failed (fetch.h) */
 	struct fota_error *err;
 	char curl_err[CURL_ERROR_SIZE];
 };
@@ -113,6 +114,31 @@ uint64_t agent_fetch_bytes(const struct agent_fetch *f)
 	return f->bytes;
 }
 
+struct fetch_failure agent_fetch_failure(const struct agent_fetch *f)
+{
+	return f->fail;
+}
+
+/* Record why the request failed; returns r. */
+static enum fetch_result failed(struct agent_fetch *f, enum fetch_result r, enum fetch_cause cause, int sys_errno)
+{
+	f->fail.cause = cause;
+	f->fail.sys_errno = sys_errno;
+	return r;
+}
+
+/* Hand bytes to the sink; when it fails, the errno its write left is the cause's. */
+static bool feed(struct agent_fetch *f, fetch_sink sink, void *ctx, const uint8_t *buf, size_t len,
+		 struct fota_error *err)
+{
+	errno = 0;
+	if (sink(ctx, buf, len, err) == FOTA_OK)
+		return true;
+	f->fail.cause = FETCH_CAUSE_SINK;
+	f->fail.sys_errno = errno;
+	return false;
+}
+
 /* The validators must match the ones the job started with. */
 static bool validators_match(const struct agent_validators *want, const struct agent_validators *got)
 {
@@ -138,13 +164,13 @@ static enum fetch_result fetch_file(struct agent_fetch *f, uint64_t off, uint64_
 	if (fd < 0) {
 		int e = errno;
 		fota_error_set(err, FOTA_E_IO, "%s: %s", f->url, strerror(e));
-		return e == ENOENT || e == EACCES ? FETCH_FATAL : FETCH_RETRY;
+		return failed(f, e == ENOENT || e == EACCES ? FETCH_FATAL : FETCH_RETRY, FETCH_CAUSE_FILE, e);
 	}
 	struct stat st;
 	enum fetch_result res = FETCH_OK;
 	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
 		fota_error_set(err, FOTA_E_IO, "%s: not a regular file", f->url);
-		res = FETCH_FATAL;
+		res = failed(f, FETCH_FATAL, FETCH_CAUSE_FILE, 0);
 		goto out;
 	}
 	memset(got, 0, sizeof(*got));
@@ -153,13 +179,13 @@ static enum fetch_result fetch_file(struct agent_fetch *f, uint64_t off, uint64_
 		 (long long)st.st_mtim.tv_sec, (long)st.st_mtim.tv_nsec, (unsigned long long)st.st_size);
 	if (!validators_match(expect, got)) {
 		fota_error_set(err, FOTA_E_FORMAT, "%s: the package changed", f->url);
-		res = FETCH_CHANGED;
+		res = failed(f, FETCH_CHANGED, FETCH_CAUSE_CHANGED, 0);
 		goto out;
 	}
 	if (off >= got->total || (len > got->total - off && !allow_short)) {
 		fota_error_set(err, FOTA_E_FORMAT, "%s: range %llu+%llu past the end (%llu bytes)", f->url,
 			       (unsigned long long)off, (unsigned long long)len, (unsigned long long)got->total);
-		res = FETCH_FATAL;
+		res = failed(f, FETCH_FATAL, FETCH_CAUSE_FILE, 0);
 		goto out;
 	}
 	if (len > got->total - off)
@@ -171,13 +197,14 @@ static enum fetch_result fetch_file(struct agent_fetch *f, uint64_t off, uint64_
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0) {
+			int e = r < 0 ? errno : 0;
 			fota_error_set(err, FOTA_E_IO, "%s: read at %llu: %s", f->url, (unsigned long long)off,
-				       r < 0 ? strerror(errno) : "file shrank");
-			res = FETCH_RETRY;
+				       r < 0 ? strerror(e) : "file shrank");
+			res = failed(f, FETCH_RETRY, FETCH_CAUSE_FILE, e);
 			goto out;
 		}
 		f->bytes += (uint64_t)r;
-		if (sink(ctx, buf, (size_t)r, err) != FOTA_OK) {
+		if (!feed(f, sink, ctx, buf, (size_t)r, err)) {
 			res = FETCH_SINK;
 			goto out;
 		}
@@ -279,7 +306,7 @@ static enum fetch_result judge(struct agent_fetch *f)
 		if (!validators_match(f->expect, &f->resp)) {
 			fota_error_set(f->err, FOTA_E_FORMAT, "%s: the package changed on the server (validators or size)",
 				       f->url);
-			return FETCH_CHANGED;
+			return failed(f, FETCH_CHANGED, FETCH_CAUSE_CHANGED, 0);
 		}
 		uint64_t end = f->want_off + f->want_len; /* exclusive */
 		if (f->allow_short && end > f->cr_total)
@@ -289,27 +316,28 @@ static enum fetch_result judge(struct agent_fetch *f)
 				       f->url, (unsigned long long)f->want_off, (unsigned long long)end - 1,
 				       (unsigned long long)f->cr_start, (unsigned long long)f->cr_end,
 				       (unsigned long long)f->cr_total);
-			return FETCH_RETRY; /* nothing of it is used; a broken proxy or cache may answer right next time */
+			/* nothing of it is used; a broken proxy or cache may answer right next time */
+			return failed(f, FETCH_RETRY, FETCH_CAUSE_RANGE, 0);
 		}
 		f->want_len = end - f->want_off;
 		return FETCH_OK;
 	}
 	if (f->status == 206) {
 		fota_error_set(f->err, FOTA_E_FORMAT, "%s: 206 without a usable Content-Range", f->url);
-		return FETCH_RETRY;
+		return failed(f, FETCH_RETRY, FETCH_CAUSE_RANGE, 0);
 	}
 	if (f->status == 200) {
 		fota_error_set(f->err, FOTA_E_UNSUPPORTED, "%s: the server ignores Range requests (200)", f->url);
-		return FETCH_FATAL;
+		return failed(f, FETCH_FATAL, FETCH_CAUSE_NO_RANGE, 0);
 	}
 	if (f->status == 416 && f->expect && f->expect->total) {
 		fota_error_set(f->err, FOTA_E_FORMAT, "%s: 416: the package changed on the server", f->url);
-		return FETCH_CHANGED;
+		return failed(f, FETCH_CHANGED, FETCH_CAUSE_CHANGED, 0);
 	}
 	fota_error_set(f->err, FOTA_E_IO, "%s: HTTP status %ld", f->url, f->status);
 	if (f->status >= 500 || f->status == 408 || f->status == 429)
-		return FETCH_RETRY;
-	return FETCH_FATAL;
+		return failed(f, FETCH_RETRY, FETCH_CAUSE_HTTP_STATUS, 0);
+	return failed(f, FETCH_FATAL, FETCH_CAUSE_HTTP_STATUS, 0);
 }
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *user)
@@ -325,10 +353,10 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *user)
 		return 0;
 	if (n > f->want_len - f->delivered) {
 		fota_error_set(f->err, FOTA_E_FORMAT, "%s: more bytes than the range", f->url);
-		f->verdict = FETCH_FATAL;
+		f->verdict = failed(f, FETCH_FATAL, FETCH_CAUSE_RANGE, 0);
 		return 0;
 	}
-	if (f->sink(f->sink_ctx, (const uint8_t *)data, n, f->err) != FOTA_OK) {
+	if (!feed(f, f->sink, f->sink_ctx, (const uint8_t *)data, n, f->err)) {
 		f->verdict = FETCH_SINK;
 		return 0;
 	}
@@ -344,6 +372,46 @@ static int on_socket(void *user, curl_socket_t fd, curlsocktype purpose)
 		(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
 	}
 	return CURL_SOCKOPT_OK;
+}
+
+/*
+ * The cause of a libcurl failure. os_errno (CURLINFO_OS_ERRNO) is asked for only after
+ * CURLE_COULDNT_CONNECT: libcurl before 8.8 keeps it from an earlier transfer on the
+ * handle, and a failed connect is the one error that always sets it anew.
+ */
+static enum fetch_cause curl_cause(CURLcode cc, long os_errno)
+{
+	switch (cc) {
+	case CURLE_UNSUPPORTED_PROTOCOL:
+	case CURLE_URL_MALFORMAT:
+		return FETCH_CAUSE_URL;
+	case CURLE_COULDNT_RESOLVE_PROXY:
+	case CURLE_COULDNT_RESOLVE_HOST:
+		return FETCH_CAUSE_RESOLVE;
+	case CURLE_COULDNT_CONNECT:
+		return os_errno == ETIMEDOUT ? FETCH_CAUSE_TIMEOUT : FETCH_CAUSE_CONNECT;
+	case CURLE_OPERATION_TIMEDOUT: /* also CURLOPT_LOW_SPEED_LIMIT/TIME and CURLOPT_CONNECTTIMEOUT */
+		return FETCH_CAUSE_TIMEOUT;
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_SSL_ENGINE_NOTFOUND:
+	case CURLE_SSL_ENGINE_SETFAILED:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_CIPHER:
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_ENGINE_INITFAILED:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_SHUTDOWN_FAILED:
+	case CURLE_SSL_CRL_BADFILE:
+	case CURLE_SSL_ISSUER_ERROR:
+	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+	case CURLE_SSL_INVALIDCERTSTATUS:
+	case CURLE_SSL_CLIENTCERT:
+		return FETCH_CAUSE_TLS;
+	case CURLE_TOO_MANY_REDIRECTS:
+		return FETCH_CAUSE_REDIRECTS;
+	default:
+		return FETCH_CAUSE_TRANSPORT;
+	}
 }
 
 static enum fetch_result fetch_http(struct agent_fetch *f, uint64_t off, uint64_t len, bool allow_short,
@@ -395,6 +463,7 @@ static enum fetch_result fetch_http(struct agent_fetch *f, uint64_t off, uint64_
 	CURLcode cc = curl_easy_perform(c);
 	*delivered += f->delivered;
 	*got = f->resp;
+	f->fail.http_status = f->status;
 	if (f->judged && f->verdict != FETCH_OK)
 		return f->verdict;
 	/* libcurl may report an error (e.g. "Operation too slow") after the last byte asked
@@ -411,11 +480,17 @@ static enum fetch_result fetch_http(struct agent_fetch *f, uint64_t off, uint64_
 		if (f->delivered != f->want_len) {
 			fota_error_set(err, FOTA_E_IO, "%s: short response: %llu of %llu bytes", f->url,
 				       (unsigned long long)f->delivered, (unsigned long long)f->want_len);
-			return FETCH_RETRY;
+			return failed(f, FETCH_RETRY, FETCH_CAUSE_SHORT, 0);
 		}
 		return FETCH_OK;
 	}
 	fota_error_set(err, FOTA_E_IO, "%s: %s", f->url, f->curl_err[0] ? f->curl_err : curl_easy_strerror(cc));
+	f->fail.curl_code = (int)cc;
+	long os_errno = 0;
+	if (cc == CURLE_COULDNT_CONNECT && curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &os_errno) != CURLE_OK)
+		os_errno = 0;
+	f->fail.cause = curl_cause(cc, os_errno);
+	f->fail.sys_errno = (int)os_errno;
 	switch (cc) {
 	case CURLE_UNSUPPORTED_PROTOCOL:
 	case CURLE_URL_MALFORMAT:
@@ -432,9 +507,10 @@ enum fetch_result agent_fetch_range(struct agent_fetch *f, uint64_t off, uint64_
 				    fetch_sink sink, void *ctx, const struct agent_validators *expect,
 				    struct agent_validators *got, uint64_t *delivered, struct fota_error *err)
 {
+	memset(&f->fail, 0, sizeof(f->fail));
 	if (len == 0 || off > UINT64_MAX - len) {
 		fota_error_set(err, FOTA_E_ARG, "fetch: empty or overflowing range");
-		return FETCH_FATAL;
+		return failed(f, FETCH_FATAL, FETCH_CAUSE_REQUEST, 0);
 	}
 	memset(got, 0, sizeof(*got));
 	if (f->path)

@@ -2,7 +2,7 @@
  * fumo.c: FUMO states, transitions and result codes (see fumo.h). The result table is
  * the one docs/fota-agent.md shows; fota-agent --help prints it from here.
  */
-#include <string.h>
+#include <errno.h>
 
 #include "agent.h"
 #include "fumo.h"
@@ -99,29 +99,42 @@ const struct fumo_result_info *fumo_result_info(int code)
 	return NULL;
 }
 
-/* The last network error of a download that gave up, as fetch.c words it (its own
- * messages, and libcurl's error buffer). */
-static int network_result(const char *msg)
+bool fumo_fetch_no_space(const struct fetch_failure *f)
 {
-	static const char *const timeout[] = { "timed out", "Timeout was reached", "too slow" };
-	static const char *const unreachable[] = { "Failed to connect", "Couldn't connect", "Could not resolve",
-						   "Connection refused", "No route to host", "Network is unreachable" };
-	if (!msg)
-		return FUMO_R_NETWORK;
-	if (strstr(msg, "HTTP status "))
+	return f && f->cause == FETCH_CAUSE_SINK && (f->sys_errno == ENOSPC || f->sys_errno == EFBIG);
+}
+
+int fumo_download_result(enum fetch_cause cause)
+{
+	switch (cause) { /* no default: the compiler names a cause added to fetch.h but not here */
+	case FETCH_CAUSE_TIMEOUT:
+		return FUMO_R_DL_TIMEOUT;
+	case FETCH_CAUSE_RESOLVE:
+	case FETCH_CAUSE_CONNECT:
+		return FUMO_R_UNREACHABLE;
+	case FETCH_CAUSE_HTTP_STATUS:
 		return FUMO_R_SERVER_ERROR;
-	for (size_t i = 0; i < sizeof(timeout) / sizeof(timeout[0]); i++)
-		if (strstr(msg, timeout[i]))
-			return FUMO_R_DL_TIMEOUT;
-	for (size_t i = 0; i < sizeof(unreachable) / sizeof(unreachable[0]); i++)
-		if (strstr(msg, unreachable[i]))
-			return FUMO_R_UNREACHABLE;
+	case FETCH_CAUSE_NONE:
+	case FETCH_CAUSE_REQUEST:
+	case FETCH_CAUSE_URL:
+	case FETCH_CAUSE_TLS:
+	case FETCH_CAUSE_TRANSPORT:
+	case FETCH_CAUSE_REDIRECTS:
+	case FETCH_CAUSE_NO_RANGE:
+	case FETCH_CAUSE_RANGE:
+	case FETCH_CAUSE_SHORT:
+	case FETCH_CAUSE_CHANGED:
+	case FETCH_CAUSE_FILE:
+	case FETCH_CAUSE_SINK:
+	case FETCH_CAUSE_COUNT:
+		break;
+	}
 	return FUMO_R_NETWORK;
 }
 
-int fumo_result_for(int exit_code, enum fumo_cause cause, bool updating, const char *msg)
+int fumo_result_for(int exit_code, enum fumo_cause cause, bool updating, const struct fetch_failure *last)
 {
-	if (cause == FUMO_CAUSE_NO_SPACE)
+	if (cause == FUMO_CAUSE_NO_SPACE || (exit_code == AGENT_EXIT_IO && fumo_fetch_no_space(last)))
 		return updating ? FUMO_R_UPD_NO_SPACE : FUMO_R_DL_NO_SPACE;
 	switch (exit_code) {
 	case AGENT_EXIT_OK: return FUMO_R_OK;
@@ -134,7 +147,7 @@ int fumo_result_for(int exit_code, enum fumo_cause cause, bool updating, const c
 	case AGENT_EXIT_DOWNLOAD:
 		if (cause == FUMO_CAUSE_BAD_URL)
 			return FUMO_R_BAD_URL;
-		return network_result(msg);
+		return fumo_download_result(last ? last->cause : FETCH_CAUSE_NONE);
 	default: return FUMO_R_UPDATE_FAILED;
 	}
 }

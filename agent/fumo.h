@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include "fetch.h"
 #include "journal.h"
 
 enum fumo_state {
@@ -65,13 +66,25 @@ enum fumo_cause {
 	FUMO_CAUSE_NO_SPACE,     /* a write failed with ENOSPC or EFBIG */
 };
 
+/* True when a request failed in its sink for want of room: a local write that got
+ * ENOSPC, or EFBIG under a file-size limit. f may be NULL. */
+bool fumo_fetch_no_space(const struct fetch_failure *f);
+
+/*
+ * The result code of a download that ended (agent exit AGENT_EXIT_DOWNLOAD) with cause as
+ * its last request's failure: 407 timeout, 412 unreachable, 500 HTTP error status, 503
+ * anything else (also FETCH_CAUSE_NONE: no request failed last, e.g. the policy paused).
+ */
+int fumo_download_result(enum fetch_cause cause);
+
 /*
  * The result code for a job that ends with agent exit code exit_code. updating: the
  * failure came after the update began (state 60), so running out of space is 502, not
- * 501. msg: the error message, whose last network error tells 407/412/500/503 apart
- * for a download that ran out of its retry window.
+ * 501. last: why the job's last request failed (NULL: none known); it tells
+ * 407/412/500/503 apart for a download that ran out of its retry window, and a sink that
+ * ran out of room is 501/502 like FUMO_CAUSE_NO_SPACE.
  */
-int fumo_result_for(int exit_code, enum fumo_cause cause, bool updating, const char *msg);
+int fumo_result_for(int exit_code, enum fumo_cause cause, bool updating, const struct fetch_failure *last);
 
 /* "org.openmobilealliance.dm.firmwareupdate.download" and so on; NULL for AGENT_OP_NONE. */
 const char *fumo_alert_type(enum agent_op op);
