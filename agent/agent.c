@@ -514,7 +514,7 @@ static int fetch_retry(struct agent *a, uint64_t off, uint64_t len, bool allow_s
 	const uint64_t window_ms = a->cfg->retry_window_s * 1000;
 	for (;;) {
 		uint64_t delivered = 0;
-		struct agent_validators got;
+		struct agent_validators got = { .total = 0 };
 		enum fetch_result r = FETCH_RETRY;
 		char why[256] = "";
 		if (!agent_policy_download_allowed(a, why, sizeof(why))) {
