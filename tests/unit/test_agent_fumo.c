@@ -1,16 +1,23 @@
 /*
  * test_agent_fumo.c: the FUMO state machine and result table (agent/fumo.c), the
- * version 2 journal, the policy keys of the configuration, and the hook runner
+ * failure causes fetch.c records and the result code of each (every cause in a table),
+ * the version 2 journal, the policy keys of the configuration, and the hook runner
  * (agent/hooks.c: exit codes, arguments, environment, stdout, timeout). The binary's
  * scenarios are in tests/integration/test_fumo.sh.
  */
+#include <arpa/inet.h>
+#include <curl/curl.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../../agent/agent.h"
+#include "../../agent/fetch.h"
 #include "../../agent/fumo.h"
 #include "../../agent/hooks.h"
 #include "../../agent/journal.h"
@@ -174,6 +181,98 @@ static void test_fumo_fetch_causes(void)
 	CU_ASSERT_FALSE(fumo_fetch_no_space(&none));
 	CU_ASSERT_FALSE(fumo_fetch_no_space(NULL));
 	CU_ASSERT_NOT_EQUAL(fumo_result_for(AGENT_EXIT_IO, FUMO_CAUSE_NONE, false, &eio), 501);
+}
+
+static fota_status count_sink(void *ctx, const uint8_t *buf, size_t len, struct fota_error *err)
+{
+	(void)buf;
+	(void)err;
+	*(uint64_t *)ctx += len;
+	return FOTA_OK;
+}
+
+/* A sink whose write ran out of room, as a storage backend leaves it: errno set. */
+static fota_status full_sink(void *ctx, const uint8_t *buf, size_t len, struct fota_error *err)
+{
+	(void)ctx;
+	(void)buf;
+	fota_error_set(err, FOTA_E_IO, "cache: write of %zu bytes: %s", len, strerror(ENOSPC));
+	errno = ENOSPC;
+	return FOTA_E_IO;
+}
+
+static enum fetch_result fetch_once(struct agent_fetch *f, uint64_t off, uint64_t len, fetch_sink sink,
+				    const struct agent_validators *expect, struct fota_error *err)
+{
+	struct agent_validators got;
+	uint64_t delivered = 0, n = 0;
+	return agent_fetch_range(f, off, len, false, sink, &n, expect, &got, &delivered, err);
+}
+
+/* fetch.c records why a request failed as data: file:// failures, the sink's errno, a
+ * refused connection (CURLcode and errno), and NONE again once a request works. */
+static void test_fumo_fetch_records_causes(void)
+{
+	uint8_t data[1000];
+	unit_fill_random(data, sizeof(data), 7);
+	char *path = unit_write_file("fetch-cause.bin", data, sizeof(data));
+	CU_ASSERT_PTR_NOT_NULL_FATAL(path);
+	char url[600];
+	snprintf(url, sizeof(url), "file://%s", path);
+	struct fota_error err;
+	struct agent_fetch *f = NULL;
+	CU_ASSERT_EQUAL_FATAL(agent_fetch_open(url, NULL, &f, &err), FOTA_OK);
+	CU_ASSERT_EQUAL(agent_fetch_failure(f).cause, FETCH_CAUSE_NONE);
+
+	CU_ASSERT_EQUAL(fetch_once(f, 0, 100, count_sink, NULL, &err), FETCH_OK);
+	CU_ASSERT_EQUAL(agent_fetch_failure(f).cause, FETCH_CAUSE_NONE);
+	CU_ASSERT_EQUAL(fetch_once(f, 0, 0, count_sink, NULL, &err), FETCH_FATAL);
+	CU_ASSERT_EQUAL(agent_fetch_failure(f).cause, FETCH_CAUSE_REQUEST);
+	CU_ASSERT_EQUAL(fetch_once(f, 2000, 10, count_sink, NULL, &err), FETCH_FATAL);
+	CU_ASSERT_EQUAL(agent_fetch_failure(f).cause, FETCH_CAUSE_FILE);
+
+	CU_ASSERT_EQUAL(fetch_once(f, 0, 100, full_sink, NULL, &err), FETCH_SINK);
+	struct fetch_failure ff = agent_fetch_failure(f);
+	CU_ASSERT_EQUAL(ff.cause, FETCH_CAUSE_SINK);
+	CU_ASSERT_EQUAL(ff.sys_errno, ENOSPC);
+	CU_ASSERT(fumo_fetch_no_space(&ff));
+	CU_ASSERT_EQUAL(fumo_result_for(AGENT_EXIT_IO, FUMO_CAUSE_NONE, false, &ff), 501);
+
+	struct agent_validators other = { .total = sizeof(data) - 1 };
+	CU_ASSERT_EQUAL(fetch_once(f, 0, 100, count_sink, &other, &err), FETCH_CHANGED);
+	CU_ASSERT_EQUAL(agent_fetch_failure(f).cause, FETCH_CAUSE_CHANGED);
+	CU_ASSERT_EQUAL(fetch_once(f, 0, 100, count_sink, NULL, &err), FETCH_OK);
+	CU_ASSERT_EQUAL(agent_fetch_failure(f).cause, FETCH_CAUSE_NONE);
+	agent_fetch_close(f);
+
+	/* a file that is not there */
+	snprintf(url, sizeof(url), "file://%s.missing", path);
+	CU_ASSERT_EQUAL_FATAL(agent_fetch_open(url, NULL, &f, &err), FOTA_OK);
+	CU_ASSERT_EQUAL(fetch_once(f, 0, 100, count_sink, NULL, &err), FETCH_FATAL);
+	ff = agent_fetch_failure(f);
+	CU_ASSERT_EQUAL(ff.cause, FETCH_CAUSE_FILE);
+	CU_ASSERT_EQUAL(ff.sys_errno, ENOENT);
+	agent_fetch_close(f);
+	free(path);
+
+	/* a closed port on this host: CURLE_COULDNT_CONNECT, ECONNREFUSED -> unreachable (412) */
+	int sock = socket(AF_INET, SOCK_STREAM, 0);
+	CU_ASSERT_FATAL(sock >= 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t sl = sizeof(sa);
+	CU_ASSERT_FATAL(bind(sock, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+			getsockname(sock, (struct sockaddr *)&sa, &sl) == 0);
+	close(sock); /* bound, never listened: the port refuses */
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u/p.fota", (unsigned)ntohs(sa.sin_port));
+	CU_ASSERT_EQUAL_FATAL(agent_fetch_open(url, NULL, &f, &err), FOTA_OK);
+	CU_ASSERT_EQUAL(fetch_once(f, 0, 100, count_sink, NULL, &err), FETCH_RETRY);
+	ff = agent_fetch_failure(f);
+	CU_ASSERT_EQUAL(ff.cause, FETCH_CAUSE_CONNECT);
+	CU_ASSERT_EQUAL(ff.curl_code, (int)CURLE_COULDNT_CONNECT);
+	CU_ASSERT_EQUAL(ff.sys_errno, ECONNREFUSED);
+	CU_ASSERT_EQUAL(ff.http_status, 0);
+	CU_ASSERT_EQUAL(fumo_result_for(AGENT_EXIT_DOWNLOAD, FUMO_CAUSE_NONE, false, &ff), 412);
+	agent_fetch_close(f);
 }
 
 static int parse_text(const char *s, struct agent_journal *j, struct fota_error *err)
@@ -469,6 +568,7 @@ static void add(CU_pSuite s)
 	UNIT_ADD(s, test_fumo_result_table);
 	UNIT_ADD(s, test_fumo_result_for);
 	UNIT_ADD(s, test_fumo_fetch_causes);
+	UNIT_ADD(s, test_fumo_fetch_records_causes);
 	UNIT_ADD(s, test_fumo_journal_v2);
 	UNIT_ADD(s, test_fumo_journal_v1);
 	UNIT_ADD(s, test_fumo_config_policy);
