@@ -376,8 +376,9 @@ static int on_socket(void *user, curl_socket_t fd, curlsocktype purpose)
 
 /*
  * The cause of a libcurl failure. os_errno (CURLINFO_OS_ERRNO) is asked for only after
- * CURLE_COULDNT_CONNECT: libcurl before 8.8 keeps it from an earlier transfer on the
- * handle, and a failed connect is the one error that always sets it anew.
+ * CURLE_COULDNT_CONNECT, whose failed connect(2) sets it: libcurl before 8.8 does not
+ * clear it between transfers, so after other errors it may be an earlier transfer's.
+ * A connect that timed out in the kernel (ETIMEDOUT) is a timeout, like libcurl's own.
  */
 static enum fetch_cause curl_cause(CURLcode cc, long os_errno)
 {
