@@ -184,7 +184,23 @@ fota_status agent_hash_range(struct agent *a, struct fota_storage *s, uint64_t o
 	return rc;
 }
 
+/*
+ * An in-place update that has written the partition, or may have: from the journaled
+ * source check on (the next step writes), the partition is neither the source nor the
+ * target until the last chunk is applied. Such a job is never discarded, reset or
+ * started over; every failure leaves it at its journal position (docs/fota-agent.md).
+ */
+static bool inplace_committed(const struct agent *a)
+{
+	const struct agent_journal *j = &a->j;
+	return a->cfg->mode == FOTA_MODE_INPLACE && j->head_ok &&
+	       (j->phase == AGENT_PH_APPLYING || j->phase == AGENT_PH_APPLIED) &&
+	       (j->source_ok || j->ap_next > 0 || j->ip_step > 0);
+}
+
 /* ---- lifetime ---- */
+
+static void revive_stranded(struct agent *a);
 
 fota_status agent_open(const struct agent_env *env, struct agent **out, struct fota_error *err)
 {
@@ -226,6 +242,7 @@ fota_status agent_open(const struct agent_env *env, struct agent **out, struct f
 		agent_close(a);
 		return rc;
 	}
+	revive_stranded(a);
 	*out = a;
 	return FOTA_OK;
 }
@@ -352,7 +369,8 @@ static int check_device(struct agent *a, struct fota_error *err)
 		return agent_fail(a, AGENT_EXIT_NOT_ACCEPTABLE);
 	}
 	int64_t now = a->env.clock.now_ms(a->env.clock.ctx) / 1000;
-	if (m->expires && now >= m->expires) {
+	/* expiry is about starting an update: a half-applied partition is completed */
+	if (m->expires && now >= m->expires && !inplace_committed(a)) {
 		char t[21];
 		fota_time_format(m->expires, t);
 		fota_error_set(err, FOTA_E_EXPIRED, "package: expired at %s", t);
@@ -470,8 +488,10 @@ static int load_package(struct agent *a, struct fota_error *err)
 	uint8_t d[FOTA_SHA256_LEN];
 	if (f1)
 		fota_sha256(man, mlen, d);
-	if (!f1 || !f2 || mlen != a->j.manifest_len || slen != a->j.sig_len ||
-	    memcmp(d, a->j.manifest_sha256, sizeof(d)) != 0) {
+	/* the signature is not bound by length: an in-place job that adopted the same
+	 * manifest from a changed package saves its signature after the journal (adopt_head),
+	 * and either one verifies the manifest below */
+	if (!f1 || !f2 || mlen != a->j.manifest_len || memcmp(d, a->j.manifest_sha256, sizeof(d)) != 0) {
 		fota_error_set(err, FOTA_E_IO, "state: the saved manifest does not belong to the job");
 		x = agent_fail(a, AGENT_EXIT_IO);
 		goto out;
@@ -481,6 +501,32 @@ out:
 	free(man);
 	free(sig);
 	return x;
+}
+
+/*
+ * A journal of an earlier agent, which ended a half-applied in-place update as failed
+ * (phase failed, FUMO 80, the saved package kept): it becomes the held job this agent
+ * keeps instead (phase applying, 70; see hold_job), when its saved package still
+ * loads, so resume can complete the partition. Only in memory until the next commit.
+ */
+static void revive_stranded(struct agent *a)
+{
+	struct agent_journal *j = &a->j;
+	if (a->cfg->mode != FOTA_MODE_INPLACE || j->phase != AGENT_PH_FAILED || !j->head_ok ||
+	    !(j->source_ok || j->ap_next > 0 || j->ip_step > 0))
+		return;
+	j->phase = AGENT_PH_APPLYING;
+	struct fota_error e;
+	fota_error_clear(&e);
+	if (load_package(a, &e) != AGENT_EXIT_OK) {
+		agent_log(a, "a failed in-place update at chunk %llu cannot be continued: %s",
+			  (unsigned long long)j->ap_next, e.msg);
+		j->phase = AGENT_PH_FAILED;
+		forget_package(a);
+		return;
+	}
+	j->state = FUMO_UPD_FAILED_DATA; /* set, not moved: 80 has no way to 60 on the diagram */
+	agent_log(a, "the in-place update that stopped at chunk %llu is kept for resume", (unsigned long long)j->ap_next);
 }
 
 struct membuf {
@@ -613,6 +659,23 @@ static int open_cache(struct agent *a, struct fota_error *err)
 	return AGENT_EXIT_OK;
 }
 
+/* Stream mode: remove the payload files of chunks first .. ap_next + 1 and of the
+ * chunks after it that start before head_end in the package (the head request's). */
+static void drop_stream_files(struct agent *a, uint64_t first, uint64_t head_end)
+{
+	if (!a->j.stream)
+		return;
+	size_t n = a->m ? fota_manifest_chunk_count(a->m) : 0;
+	uint64_t last = a->j.ap_next + 1;
+	while (a->pkg_off && last < n && a->pkg_off[last] < head_end)
+		last++;
+	char name[32];
+	for (uint64_t k = first; k <= last && (n == 0 || k < n); k++) {
+		stream_name((size_t)k, name);
+		(void)a->env.state->ops->remove(a->env.state, name, NULL);
+	}
+}
+
 /* Drop everything of the job but the journal. */
 static void drop_cache(struct agent *a)
 {
@@ -620,19 +683,9 @@ static void drop_cache(struct agent *a)
 	fota_storage_close(a->cache);
 	a->cache = NULL;
 	(void)st->ops->remove(st, CACHE_FILE, NULL);
-	size_t n = a->m ? fota_manifest_chunk_count(a->m) : 0;
-	if (a->j.stream) {
-		/* stream files of the chunks around the job's position, and those the head
-		 * request brought */
-		uint64_t last = a->j.ap_next + 1;
-		while (a->pkg_off && last < n && a->pkg_off[last] < HEAD_FETCH)
-			last++;
-		char name[32];
-		for (uint64_t k = a->j.ap_next > 0 ? a->j.ap_next - 1 : 0; k <= last && (n == 0 || k < n); k++) {
-			stream_name((size_t)k, name);
-			(void)st->ops->remove(st, name, NULL);
-		}
-	}
+	/* stream files of the chunks around the job's position, and those the head
+	 * request brought */
+	drop_stream_files(a, a->j.ap_next > 0 ? a->j.ap_next - 1 : 0, HEAD_FETCH);
 }
 
 static const struct fota_chunk *chunk_at(const struct fota_manifest *m, size_t k)
@@ -720,11 +773,21 @@ void agent_payload_release(struct agent *a, size_t k)
 	(void)a->env.state->ops->remove(a->env.state, name, NULL);
 }
 
-/* Fetch the head (FORMAT.md 2.4), verify it, save it. */
-static int fetch_head(struct agent *a, struct fota_error *err)
+/* The head of the package on the server (FORMAT.md 2.4), read but not verified: the
+ * first HEAD_FETCH bytes (and more if the signature ends later). h->b.data is malloc'd
+ * and stays with the caller, also on failure. */
+struct head {
+	struct membuf b;
+	uint64_t total;               /* the package's size on the server */
+	uint64_t mlen, slen;
+	const uint8_t *man, *sig;     /* inside b.data */
+};
+
+static int read_head(struct agent *a, struct head *h, struct fota_error *err)
 {
 	struct membuf b = { NULL, 0, HEAD_FETCH };
 	int x;
+	memset(h, 0, sizeof(*h));
 	if (!(b.data = malloc(b.cap))) {
 		fota_error_set(err, FOTA_E_NOMEM, "out of memory");
 		return agent_fail(a, AGENT_EXIT_INTERNAL);
@@ -790,13 +853,51 @@ static int fetch_head(struct agent *a, struct fota_error *err)
 				goto out;
 		}
 	}
-	uint64_t slen = th.size;
-	const uint8_t *man = b.data + FOTA_TAR_BLOCK, *sig = b.data + sig_hdr + FOTA_TAR_BLOCK;
-	a->j.manifest_len = mlen;
-	a->j.sig_len = slen;
-	a->j.pkg_size = total;
-	if ((x = verify_head(a, man, mlen, sig, slen, err)) != 0)
+	h->total = total;
+	h->mlen = mlen;
+	h->slen = th.size;
+	h->man = b.data + FOTA_TAR_BLOCK;
+	h->sig = b.data + sig_hdr + FOTA_TAR_BLOCK;
+	x = AGENT_EXIT_OK;
+out:
+	h->b = b;
+	return x;
+}
+
+/* A head refused for what a byte flipped on the way could cause (signature, parse,
+ * sizes) is fetched once more before the job fails: plain HTTP has no integrity of its
+ * own. Model, floor and expiry come from a verified manifest and are not retried. */
+static bool head_transit_failure(int x)
+{
+	return x == AGENT_EXIT_SIGNATURE || x == AGENT_EXIT_CORRUPT;
+}
+
+/* Fetch the head, verify it (once more on a failure transit could cause), save it. */
+static int fetch_head(struct agent *a, struct fota_error *err)
+{
+	struct head h;
+	int x;
+	for (int attempt = 0;; attempt++) {
+		x = read_head(a, &h, err);
+		if (x == 0) {
+			a->j.manifest_len = h.mlen;
+			a->j.sig_len = h.slen;
+			a->j.pkg_size = h.total;
+			x = verify_head(a, h.man, (size_t)h.mlen, h.sig, (size_t)h.slen, err);
+		}
+		if (x == 0 || attempt > 0 || !head_transit_failure(x))
+			break;
+		agent_log(a, "%s; fetching the package head once more (it may have been damaged on the way)",
+			  err ? err->msg : "package head refused");
+		free(h.b.data);
+		/* the job has no validators yet: the next answer gives them, also the size */
+		memset(&a->val, 0, sizeof(a->val));
+	}
+	if (x != 0)
 		goto out;
+	struct membuf b = h.b;
+	const uint8_t *man = h.man, *sig = h.sig;
+	const uint64_t mlen = h.mlen, slen = h.slen;
 	struct fota_store *st = a->env.state;
 	if (st->ops->commit(st, REC_MANIFEST, man, mlen, err) != FOTA_OK ||
 	    st->ops->commit(st, REC_SIG, sig, slen, err) != FOTA_OK) {
@@ -836,7 +937,99 @@ static int fetch_head(struct agent *a, struct fota_error *err)
 		agent_log(a, "package %s version %s: signature, model, security version and expiry accepted",
 			  a->m->name, a->m->version);
 out:
-	free(b.data);
+	free(h.b.data);
+	return x;
+}
+
+/*
+ * A half-applied in-place job (inplace_committed) is offered its package again: changed
+ * on the server (new validators) or under another URL. Only the same signed manifest
+ * can complete the partition: fetch the new head; when its manifest.json is the job's
+ * byte for byte (length and the journaled SHA-256) and its signature and the device
+ * checks pass, take the new URL, size and validators and continue from the journal's
+ * position (applied chunks stay applied, verified payloads in the cache stay valid: the
+ * hashes are the same; a partly fetched stream payload starts again). Anything else is
+ * refused, and the job, its journal and its files stay as they were.
+ */
+static int adopt_head(struct agent *a, const char *url, struct fota_error *err)
+{
+	int x = load_package(a, err);
+	if (x != 0)
+		return x;
+	const struct agent_journal old = a->j;
+	struct agent_fetch *old_fetch = a->fetch;
+	const struct agent_validators old_val = a->val;
+	char name[FOTA_STRING_MAX + 1], version[FOTA_STRING_MAX + 1];
+	snprintf(name, sizeof(name), "%s", a->m->name);
+	snprintf(version, sizeof(version), "%s", a->m->version);
+	struct head h = { { NULL, 0, 0 }, 0, 0, 0, NULL, NULL };
+	a->fetch = NULL;
+	memset(&a->val, 0, sizeof(a->val));
+	agent_log(a, "in-place update of %s %s half applied at chunk %llu: checking the package at %s", name, version,
+		  (unsigned long long)old.ap_next, url);
+	if (agent_fetch_open(url, a->cfg, &a->fetch, err) != FOTA_OK) {
+		x = agent_fail(a, AGENT_EXIT_DOWNLOAD);
+		goto refuse;
+	}
+	uint8_t d[FOTA_SHA256_LEN];
+	for (int attempt = 0;; attempt++) {
+		free(h.b.data);
+		x = read_head(a, &h, err);
+		if (x == 0) {
+			fota_sha256(h.man, (size_t)h.mlen, d);
+			if (h.mlen != old.manifest_len || memcmp(d, old.manifest_sha256, sizeof(d)) != 0) {
+				fota_error_set(err, FOTA_E_SOURCE, "an in-place update of %s %s is half applied at chunk %llu; "
+					       "only a package with the same signed manifest can complete it, and %s has another "
+					       "manifest: refused, nothing written (resume continues the update when the "
+					       "package is back)", name, version, (unsigned long long)old.ap_next, url);
+				x = agent_fail(a, AGENT_EXIT_SOURCE);
+			} else {
+				a->j.sig_len = h.slen;
+				a->j.pkg_size = h.total;
+				x = verify_head(a, h.man, (size_t)h.mlen, h.sig, (size_t)h.slen, err);
+			}
+		}
+		if (x == 0 || attempt > 0 || (!head_transit_failure(x) && x != AGENT_EXIT_SOURCE))
+			break;
+		agent_log(a, "%s; fetching the package head once more (it may have been damaged on the way)",
+			  err ? err->msg : "package head refused");
+		a->j.sig_len = old.sig_len;
+		a->j.pkg_size = old.pkg_size;
+	}
+	if (x != 0)
+		goto refuse;
+	/* unverified stream files first, then the journal, then the signature: a cut
+	 * anywhere leaves a job that loads (load_package) and fetches what it misses */
+	drop_stream_files(a, a->j.ap_next, HEAD_FETCH + FOTA_SIG_MAX);
+	snprintf(a->j.url, sizeof(a->j.url), "%s", url);
+	snprintf(a->j.etag, sizeof(a->j.etag), "%s", a->val.etag);
+	snprintf(a->j.last_modified, sizeof(a->j.last_modified), "%s", a->val.last_modified);
+	snprintf(a->j.message, sizeof(a->j.message), "the package of the in-place update changed on the server with the "
+		 "same signed manifest: continuing at chunk %llu", (unsigned long long)a->j.ap_next);
+	if ((x = commit_or_fail(a, err)) != 0)
+		goto out;
+	if (a->env.state->ops->commit(a->env.state, REC_SIG, h.sig, (size_t)h.slen, err) != FOTA_OK) {
+		x = agent_fail(a, AGENT_EXIT_IO);
+		goto out;
+	}
+	agent_fetch_close(old_fetch);
+	old_fetch = NULL;
+	agent_log(a, "%s", a->j.message);
+	goto out;
+refuse:
+	agent_fetch_close(a->fetch);
+	a->fetch = old_fetch;
+	old_fetch = NULL;
+	a->val = old_val;
+	{
+		uint64_t bytes = a->j.bytes;
+		a->j = old;
+		a->j.bytes = bytes;
+	}
+	forget_package(a); /* the saved head is loaded again when needed */
+out:
+	agent_fetch_close(old_fetch);
+	free(h.b.data);
 	return x;
 }
 
@@ -1183,10 +1376,51 @@ static int run_update(struct agent *a, struct fota_error *err)
 	return agent_policy_reboot(a, err);
 }
 
+/*
+ * A failure of an in-place update that has started writing (inplace_committed): the job
+ * is not ended. It keeps its phase, position and package; a failure that would end
+ * another job (final_failure, no space) is reported with its Generic Alert and the job
+ * waits in 70 Update Failed Have Data until resume, update or its package continues it
+ * (drive moves it back to 60). Other failures (I/O, a cut) only record the message, as
+ * for any job.
+ */
+static int hold_job(struct agent *a, int x, struct fota_error *err)
+{
+	size_t n = a->m ? fota_manifest_chunk_count(a->m) : 0;
+	if (final_failure(x) || a->cause == FUMO_CAUSE_NO_SPACE) {
+		fota_error_prefix(err, "in-place update stopped at chunk %llu of %zu (the partition holds the target "
+				  "before it, the source after); resume continues it: ",
+				  (unsigned long long)a->j.ap_next, n);
+		int r = fumo_result_for(x, a->cause, true, err ? err->msg : NULL);
+		struct fota_error e2;
+		if (a->j.state == FUMO_UPD_PROGRESSING && set_state(a, FUMO_UPD_FAILED_DATA, &e2) != 0)
+			agent_log(a, "%s", e2.msg);
+		raise_alert(a, r);
+		a->j.result = x;
+	}
+	snprintf(a->j.message, sizeof(a->j.message), "%s", err ? err->msg : "in-place update stopped");
+	struct fota_error e3;
+	if (agent_commit(a, &e3) != FOTA_OK)
+		agent_log(a, "could not record the failure in the journal: %s", e3.msg);
+	return x;
+}
+
 /* Run the job from where the journal stands; end it when a failure is final. */
 static int drive(struct agent *a, struct fota_error *err)
 {
 	int x = AGENT_EXIT_OK;
+	if (inplace_committed(a) && a->j.state == FUMO_UPD_FAILED_DATA) {
+		/* a held in-place update continues (hold_job) */
+		if ((x = set_state(a, FUMO_UPD_PROGRESSING, err)) != 0)
+			return x;
+		a->j.result = 0;
+		a->j.fumo_result = 0;
+		snprintf(a->j.message, sizeof(a->j.message), "continuing the in-place update at chunk %llu",
+			 (unsigned long long)a->j.ap_next);
+		agent_log(a, "%s", a->j.message);
+		if ((x = commit_or_fail(a, err)) != 0)
+			return x;
+	}
 	for (int restarts = 0;; restarts++) {
 		if (a->j.phase == AGENT_PH_DOWNLOADING)
 			x = run_download(a, err);
@@ -1197,18 +1431,21 @@ static int drive(struct agent *a, struct fota_error *err)
 			x = run_update(a, err);
 		/* The package changed on the server while streaming it into the update. A/B
 		 * starts over on the new package (the inactive slot is free to rewrite); in place
-		 * cannot: the partition already holds part of the old package's target. */
+		 * cannot: the partition already holds part of the old package's target, so only
+		 * the same signed manifest is taken, and the update continues (adopt_head). */
 		if (x != RES_CHANGED || a->j.phase != AGENT_PH_APPLYING)
 			break;
-		if (a->cfg->mode == FOTA_MODE_INPLACE) {
-			fota_error_set(err, FOTA_E_FORMAT, "the package changed on the server during the in-place update; "
-				       "the partition holds the target's chunks before %llu and the source's after",
-				       (unsigned long long)a->j.ap_next);
-			return end_job(a, AGENT_PH_FAILED, AGENT_EXIT_DOWNLOAD, err, true);
-		}
 		if (restarts >= RESTARTS_PER_RUN) {
 			fota_error_set(err, FOTA_E_FORMAT, "download: the package keeps changing on the server");
 			x = agent_fail(a, AGENT_EXIT_DOWNLOAD);
+			break;
+		}
+		if (a->cfg->mode == FOTA_MODE_INPLACE) {
+			char url[AGENT_URL_MAX + 1];
+			snprintf(url, sizeof(url), "%s", a->j.url);
+			x = adopt_head(a, url, err);
+			if (x == 0 || x == RES_CHANGED)
+				continue;
 			break;
 		}
 		agent_log(a, "the package changed on the server: starting over");
@@ -1221,17 +1458,14 @@ static int drive(struct agent *a, struct fota_error *err)
 		return x; /* journaled by the policy: resume asks again when it is due */
 	if (x == AGENT_EXIT_IO && no_space(a, err ? err->msg : NULL))
 		a->cause = FUMO_CAUSE_NO_SPACE;
+	if (x != 0 && x != RES_CHANGED && inplace_committed(a))
+		return hold_job(a, x, err);
 	if (x != 0 && x != RES_CHANGED) {
 		bool before_write = a->j.phase == AGENT_PH_DOWNLOADING || a->j.phase == AGENT_PH_DOWNLOADED ||
 				    (a->j.phase == AGENT_PH_APPLYING && (a->cfg->mode == FOTA_MODE_AB || !a->j.source_ok));
 		if ((final_failure(x) || a->cause == FUMO_CAUSE_NO_SPACE) && before_write) {
 			/* a download that ran out of its window keeps its cache: the same URL continues */
 			return end_job(a, AGENT_PH_FAILED, x, err, x == AGENT_EXIT_DOWNLOAD);
-		}
-		if (final_failure(x) && a->j.phase == AGENT_PH_APPLYING && x != AGENT_EXIT_DOWNLOAD && a->cfg->mode == FOTA_MODE_INPLACE) {
-			fota_error_prefix(err, "in-place update stopped at chunk %llu (chunks before it are the target's, the rest the source's): ",
-					  (unsigned long long)a->j.ap_next);
-			return end_job(a, AGENT_PH_FAILED, x, err, true);
 		}
 		if (err) {
 			snprintf(a->j.message, sizeof(a->j.message), "%s", err->msg);
@@ -1273,6 +1507,12 @@ int agent_download_op(struct agent *a, const char *url, bool and_update, const s
 	fota_error_clear(err);
 	enum agent_op op = and_update ? AGENT_OP_DOWNLOAD_AND_UPDATE : AGENT_OP_DOWNLOAD;
 	int x;
+	if (inplace_committed(a) && strcmp(a->j.url, url) != 0) {
+		/* the half-applied in-place update, offered under another URL: only its own
+		 * signed manifest is taken (adopt_head changes nothing when it refuses) */
+		if ((x = adopt_head(a, url, err)) != 0)
+			return x == RES_CHANGED ? agent_fail(a, AGENT_EXIT_DOWNLOAD) : x;
+	}
 	if (job_active(&a->j) && strcmp(a->j.url, url) != 0) {
 		fota_error_set(err, FOTA_E_ARG, "a job for %s is %s; run resume, or cancel it first", a->j.url,
 			       agent_phase_name(a->j.phase));
@@ -1326,7 +1566,8 @@ int agent_update_op(struct agent *a, const struct agent_op_args *args, struct fo
 	fota_error_clear(err);
 	int x;
 	/* Update again after 70 or 90: the package is still there */
-	bool again = (a->j.state == FUMO_UPD_FAILED_DATA || a->j.state == FUMO_UPD_OK_DATA) && a->j.head_ok;
+	bool again = (a->j.state == FUMO_UPD_FAILED_DATA || a->j.state == FUMO_UPD_OK_DATA) && a->j.head_ok &&
+		     !job_active(&a->j); /* a held in-place update (70, still applying) continues instead */
 	if (a->j.phase != AGENT_PH_DOWNLOADED && a->j.phase != AGENT_PH_APPLYING && a->j.phase != AGENT_PH_APPLIED &&
 	    !again) {
 		fota_error_set(err, FOTA_E_ARG, "nothing to update: %s", a->j.phase == AGENT_PH_DOWNLOADING ?
@@ -1380,8 +1621,7 @@ int agent_cancel(struct agent *a, struct fota_error *err)
 		agent_log(a, "nothing to cancel");
 		return AGENT_EXIT_OK;
 	}
-	if (a->cfg->mode == FOTA_MODE_INPLACE && (a->j.phase == AGENT_PH_APPLYING || a->j.phase == AGENT_PH_APPLIED) &&
-	    (a->j.ap_next > 0 || a->j.ip_step > 0 || a->j.source_ok)) {
+	if (inplace_committed(a)) {
 		fota_error_set(err, FOTA_E_ARG, "cannot cancel: the in-place update has started writing the partition; "
 			       "run resume to complete it");
 		return agent_fail(a, AGENT_EXIT_STATE);
@@ -1432,7 +1672,7 @@ int agent_status(struct agent *a, bool json, FILE *out, struct fota_error *err)
 	unsigned progress = 0;
 	if (j->state == FUMO_DL_PROGRESSING && n)
 		progress = (unsigned)((j->stream ? j->ap_next : j->dl_next) * 100 / n);
-	else if (j->state == FUMO_UPD_PROGRESSING && n)
+	else if ((j->state == FUMO_UPD_PROGRESSING || (j->state == FUMO_UPD_FAILED_DATA && job_active(j))) && n)
 		progress = (unsigned)(j->ap_next * 100 / n);
 	else if (j->state == FUMO_DL_COMPLETE || j->state == FUMO_READY || j->state == FUMO_UPD_OK_DATA ||
 		 j->state == FUMO_UPD_OK_NODATA)

@@ -37,6 +37,9 @@ const char *fumo_state_name(int state)
  * DownloadAndUpdate) or, for Update of a package that is there, 40/70/90 -> 50.
  * 50 is where the agent asks for consent, also for Update after Download (40 -> 50).
  * Cancelling is a user cancel (401): a download ends in 20, a downloaded package in 80.
+ * An in-place update that fails after it began writing the partition is never ended:
+ * it reports the failure and waits in 70 with its package and position, and the next
+ * resume or Update goes on from 70 straight to 60 (no new consent: it was given).
  */
 static const int transitions[][2] = {
 	{ FUMO_IDLE, FUMO_DL_PROGRESSING },            /* Download / DownloadAndUpdate */
@@ -52,6 +55,7 @@ static const int transitions[][2] = {
 	{ FUMO_UPD_PROGRESSING, FUMO_UPD_OK_DATA },    /* installed, package kept ([agent] keep_package) */
 	{ FUMO_UPD_PROGRESSING, FUMO_UPD_OK_NODATA },  /* installed */
 	{ FUMO_UPD_FAILED_DATA, FUMO_READY },          /* Update again */
+	{ FUMO_UPD_FAILED_DATA, FUMO_UPD_PROGRESSING }, /* in place: a half-applied update continues (resume, Update) */
 	{ FUMO_UPD_OK_DATA, FUMO_READY },              /* Update again */
 	{ FUMO_DL_FAILED, FUMO_IDLE },                 /* alert acknowledged, or a new operation */
 	{ FUMO_UPD_FAILED_DATA, FUMO_IDLE },

@@ -206,11 +206,15 @@ scenario stream-drop-flip-swap           0  200 stream 2  $P --fault 'req=3:drop
 scenario combo-drop-503-trunc-flip-stall 0  200 store  2  $P --fault 'req=2:drop-after=1000' --fault 'req=3-4:status=503' \
   --fault 'req=5:truncate=100' --fault 'req=6:flip=rand' --fault 'req=8:stall=forever' --fault 'req=10:status=500'
 scenario corrupt-server-always-flips     8  402 store  2  $P --fault "every:flip-abs=$FLIP_AT" -- 'sha256'
-# a byte flipped in the head (manifest or signature) in transit is indistinguishable from
-# a tampered package: refused as a bad signature, nothing written (no retry of the head)
-scenario flipped-byte-in-head-req1       5  404 store  2  $P --fault 'req=1:flip=600' -- 'sig'
-# a wrong total before the job knows the package's size: the manifest disagrees with it
-scenario wrong-total-on-first-request    8  402 store  2  $P --fault 'req=1:cr-total=99999999' -- 'the manifest describes'
+# a byte flipped in the head (manifest or signature) in transit looks like a tampered
+# package: the head is fetched once more before the job fails (plain HTTP has no
+# integrity of its own); flipped twice, it is refused as a bad signature, nothing written
+scenario flipped-byte-in-head-req1       0  200 store  2  $P --fault 'req=1:flip=600' -- 'fetching the package head once more'
+scenario flipped-byte-in-head-req1-2     5  404 store  2  $P --fault 'req=1-2:flip=600' -- 'sig'
+# a wrong total before the job knows the package's size: the manifest disagrees with it;
+# the head is fetched once more (with fresh validators), twice wrong is refused
+scenario wrong-total-on-first-request    0  200 store  2  $P --fault 'req=1:cr-total=99999999' -- 'the manifest describes'
+scenario wrong-total-on-requests-1-2     8  402 store  2  $P --fault 'req=1-2:cr-total=99999999' -- 'the manifest describes'
 scenario http-500-whole-window          10  500 store  2  $P --fault 'every:status=500' -- 'retry window'
 scenario http-503-whole-window          10  500 store  2  $P --fault 'req=2-:status=503' -- 'retry window'
 scenario stall-forever-timeout          10  407 store  0  $P --fault 'req=2-:stall=forever' -- 'too slow'

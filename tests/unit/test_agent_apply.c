@@ -7,7 +7,9 @@
  *   - a chunk that arrives corrupt once is fetched again and applied from the good copy;
  *   - a server that keeps sending a corrupt chunk makes the job fail with a clear error:
  *     the chunk is fetched twice, never applied, the earlier verified chunks are in the
- *     inactive slot (or the partition), and the source slot is untouched.
+ *     inactive slot (or the partition), and the source slot is untouched;
+ *   - in place, that failure keeps the half-applied update, and resume completes it once
+ *     the server sends the package right (more in tests/unit/test_agent_brick.c).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -305,31 +307,67 @@ static void test_agent_apply_stream_corrupt_server_ab(void)
 	dev_free(&d);
 }
 
-/* The same in place: the corrupt chunk is never produced into the partition. */
+/* The same in place: the corrupt chunk is never produced into the partition, and the
+ * half-applied update is never abandoned: the run fails (exit 8, FUMO 402, state 70)
+ * with the journal at chunk 2; resume tries again and fails the same while the server
+ * is wrong, writing nothing; once the server has the package right (same signed
+ * manifest, new bytes and mtime) resume completes the exact target, writing only the
+ * chunks that were left: the partition sees as many writes in all as one clean run. */
 static void test_agent_apply_stream_corrupt_server_inplace(void)
 {
 	struct dev d;
 	struct tpkg o = { .model = "HX-100", .corrupt_chunk = 2, .delta = true, .scratch_max = 32768, .chunk = CHUNK };
+	struct tpkg good = o;
+	good.corrupt_chunk = -1;
+	CU_ASSERT_EQUAL_FATAL(dev_init(&d, FOTA_MODE_INPLACE, &good, "good-ip"), 0);
+	CU_ASSERT_EQUAL_FATAL(dev_run(&d, true), 0);
+	CU_ASSERT(dev_range_is(&d, "part", 0, d.len, d.dst));
+	const uint64_t clean_writes = d.p.writes;
+	dev_free(&d);
+
 	CU_ASSERT_EQUAL_FATAL(dev_init(&d, FOTA_MODE_INPLACE, &o, "bad-ip"), 0);
 	int rc = dev_run(&d, true);
 	CU_ASSERT_EQUAL(rc, AGENT_EXIT_CORRUPT);
 	CU_ASSERT_PTR_NOT_NULL(strstr(d.msg, "chunk 2: payload sha256 does not match the manifest (fetched twice)"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(d.msg, "in-place update stopped at chunk 2 of "));
+	CU_ASSERT_PTR_NOT_NULL(strstr(d.msg, "resume continues it"));
 	CU_ASSERT(d.log && strstr(d.log, "chunk 2: payload sha256 mismatch; fetching it again"));
 	if (rc != AGENT_EXIT_CORRUPT)
 		fprintf(stderr, "\n  bad-ip: exit %d: %s\n", rc, d.msg);
 	CU_ASSERT(d.p.writes > 0); /* chunks 0 and 1 were applied */
+	CU_ASSERT(d.p.writes < clean_writes);
 	CU_ASSERT_EQUAL(d.p.bad_writes, 0);
-	CU_ASSERT_EQUAL(d.j.phase, AGENT_PH_FAILED);
+	/* held, not ended: still applying at chunk 2, reported as 402 in 70 */
+	CU_ASSERT_EQUAL(d.j.phase, AGENT_PH_APPLYING);
 	CU_ASSERT_EQUAL(d.j.ap_next, 2);
-	o.corrupt_chunk = -1;
-	CU_ASSERT_EQUAL_FATAL(tagent_build(d.path, d.src, d.len, d.dst, d.len, &o), 0);
-	/* the limit docs/fota-agent.md states: the partition now holds chunks 0 and 1 of
-	 * the target, so even the repaired package no longer matches it as a source and a
-	 * new job is refused before writing anything */
+	CU_ASSERT(d.j.source_ok);
+	CU_ASSERT_EQUAL(d.j.state, 70);
+	CU_ASSERT(d.j.alert_pending);
+	CU_ASSERT_EQUAL(d.j.alert_result, 402);
+	CU_ASSERT_EQUAL(d.j.result, AGENT_EXIT_CORRUPT);
+	CU_ASSERT_FALSE(dev_range_is(&d, "part", 0, d.len, d.dst));
+	CU_ASSERT_FALSE(dev_range_is(&d, "part", 0, d.len, d.src));
+	/* the server still wrong: resume fails the same way and writes nothing */
 	uint64_t writes = d.p.writes;
-	rc = dev_run(&d, true);
-	CU_ASSERT_EQUAL(rc, AGENT_EXIT_SOURCE);
+	CU_ASSERT_EQUAL(dev_run(&d, false), AGENT_EXIT_CORRUPT);
 	CU_ASSERT_EQUAL(d.p.writes, writes);
+	CU_ASSERT_EQUAL(d.j.ap_next, 2);
+	CU_ASSERT_EQUAL(d.j.phase, AGENT_PH_APPLYING);
+	CU_ASSERT_EQUAL(d.j.state, 70);
+	/* the server fixed: the same manifest, another signature and mtime */
+	CU_ASSERT_EQUAL_FATAL(tagent_build(d.path, d.src, d.len, d.dst, d.len, &good), 0);
+	rc = dev_run(&d, false);
+	CU_ASSERT_EQUAL(rc, 0);
+	if (rc != 0)
+		fprintf(stderr, "\n  bad-ip continued: exit %d: %s\n", rc, d.msg);
+	CU_ASSERT(d.log && strstr(d.log, "same signed manifest: continuing at chunk 2"));
+	CU_ASSERT(dev_range_is(&d, "part", 0, d.len, d.dst));
+	CU_ASSERT_EQUAL(d.j.phase, AGENT_PH_DONE);
+	CU_ASSERT_EQUAL(d.j.state, 100);
+	CU_ASSERT_EQUAL(d.j.alert_result, 200);
+	CU_ASSERT_EQUAL(d.p.bad_writes, 0);
+	/* chunks 0 and 1 were not written again */
+	CU_ASSERT_EQUAL(d.p.writes, clean_writes);
 	dev_free(&d);
 }
 
