@@ -187,6 +187,51 @@ static uint8_t *load_journal(struct fota_sim *sim, size_t *len)
 	return data;
 }
 
+/* A device whose in-place update failed at chunk 2 (fail_first), and its agent runs. */
+struct held {
+	struct world w;
+	struct fota_sim *sim;
+	struct tclock ck;
+	struct run r;
+};
+
+static void held_start(struct held *h, const char *tag, int64_t expires)
+{
+	memset(h, 0, sizeof(*h));
+	h->ck.tick_ms = 10;
+	(void)tagent_clock(&h->ck); /* sets the start time */
+	world_init(&h->w, tag, expires);
+	h->sim = device(&h->w);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(h->sim);
+	fail_first(&h->w, h->sim, &h->ck, &h->r);
+}
+
+static void held_run(struct held *h, enum op op, const char *url)
+{
+	boot(h->sim, h->w.cfg, &h->ck, op, url, NULL, &h->r);
+}
+
+/* The last run completed the update: exact target, job done, and the partition saw the
+ * writes of one clean run in all (the chunks applied before the failure once). */
+static void held_completed(struct held *h, const char *tag)
+{
+	CU_ASSERT_EQUAL(h->r.rc, 0);
+	if (h->r.rc != 0)
+		fprintf(stderr, "\n  brick %s: exit %d: %s\n", tag, h->r.rc, h->r.msg);
+	CU_ASSERT(part_is(h->sim, h->w.dst, h->w.len));
+	CU_ASSERT_EQUAL(h->r.j.phase, AGENT_PH_DONE);
+	CU_ASSERT_EQUAL(h->r.j.state, FUMO_UPD_OK_NODATA);
+	CU_ASSERT_EQUAL(h->r.j.alert_result, FUMO_R_OK);
+	CU_ASSERT_EQUAL(fota_sim_dev_writes(h->sim, "part"), h->w.clean_writes);
+}
+
+static void held_free(struct held *h)
+{
+	run_free(&h->r);
+	fota_sim_free(h->sim);
+	world_free(&h->w);
+}
+
 /* ---- cases ---- */
 
 /* A package with another manifest, offered under another URL or at the job's own URL,
@@ -194,123 +239,85 @@ static uint8_t *load_journal(struct fota_sim *sim, size_t *len)
  * completes with its own package under yet another URL. */
 static void test_agent_brick_other_manifest_refused(void)
 {
-	struct world w;
-	world_init(&w, "other", 0);
-	struct fota_sim *sim = device(&w);
-	struct tclock ck = { .tick_ms = 10 };
-	struct run r = { 0 };
-	CU_ASSERT_PTR_NOT_NULL_FATAL(sim);
-	fail_first(&w, sim, &ck, &r);
-	const uint64_t writes = fota_sim_dev_writes(sim, "part");
+	struct held h;
+	held_start(&h, "other", 0);
+	const uint64_t writes = fota_sim_dev_writes(h.sim, "part");
 	size_t jl0 = 0, jl1 = 0;
-	uint8_t *j0 = load_journal(sim, &jl0);
+	uint8_t *j0 = load_journal(h.sim, &jl0);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(j0);
 
-	boot(sim, w.cfg, &ck, OP_DAU, w.diff_url, NULL, &r);
-	CU_ASSERT_EQUAL(r.rc, AGENT_EXIT_SOURCE);
-	CU_ASSERT_PTR_NOT_NULL(strstr(r.msg, "is half applied at chunk 2; only a package with the same signed manifest can complete it"));
-	if (!strstr(r.msg, "half applied"))
-		fprintf(stderr, "\n  brick other: exit %d: %s\n", r.rc, r.msg);
-	CU_ASSERT_EQUAL(fota_sim_dev_writes(sim, "part"), writes);
-	uint8_t *j1 = load_journal(sim, &jl1);
+	held_run(&h, OP_DAU, h.w.diff_url);
+	CU_ASSERT_EQUAL(h.r.rc, AGENT_EXIT_SOURCE);
+	CU_ASSERT_PTR_NOT_NULL(strstr(h.r.msg, "is half applied at chunk 2; only a package with the same signed manifest can complete it"));
+	if (!strstr(h.r.msg, "half applied"))
+		fprintf(stderr, "\n  brick other: exit %d: %s\n", h.r.rc, h.r.msg);
+	CU_ASSERT_EQUAL(fota_sim_dev_writes(h.sim, "part"), writes);
+	uint8_t *j1 = load_journal(h.sim, &jl1);
 	CU_ASSERT(j1 && jl1 == jl0 && memcmp(j0, j1, jl0) == 0); /* the journal untouched */
 	free(j1);
-	CU_ASSERT_EQUAL(r.j.ap_next, 2);
-	CU_ASSERT_STRING_EQUAL(r.j.url, w.url);
+	free(j0);
+	CU_ASSERT_EQUAL(h.r.j.ap_next, 2);
+	CU_ASSERT_STRING_EQUAL(h.r.j.url, h.w.url);
 
 	/* the job's own URL now serves the other package: refused the same way, held */
-	serve(&w, w.diff);
-	boot(sim, w.cfg, &ck, OP_RESUME, NULL, NULL, &r);
-	CU_ASSERT_EQUAL(r.rc, AGENT_EXIT_SOURCE);
-	CU_ASSERT_PTR_NOT_NULL(strstr(r.msg, "only a package with the same signed manifest can complete it"));
-	CU_ASSERT_EQUAL(fota_sim_dev_writes(sim, "part"), writes);
-	CU_ASSERT_EQUAL(r.j.phase, AGENT_PH_APPLYING);
-	CU_ASSERT_EQUAL(r.j.ap_next, 2);
-	CU_ASSERT_EQUAL(r.j.state, FUMO_UPD_FAILED_DATA);
-	CU_ASSERT_EQUAL(r.j.alert_result, FUMO_R_UPDATE_FAILED);
+	serve(&h.w, h.w.diff);
+	held_run(&h, OP_RESUME, NULL);
+	CU_ASSERT_EQUAL(h.r.rc, AGENT_EXIT_SOURCE);
+	CU_ASSERT_PTR_NOT_NULL(strstr(h.r.msg, "only a package with the same signed manifest can complete it"));
+	CU_ASSERT_EQUAL(fota_sim_dev_writes(h.sim, "part"), writes);
+	CU_ASSERT_EQUAL(h.r.j.phase, AGENT_PH_APPLYING);
+	CU_ASSERT_EQUAL(h.r.j.ap_next, 2);
+	CU_ASSERT_EQUAL(h.r.j.state, FUMO_UPD_FAILED_DATA);
+	CU_ASSERT_EQUAL(h.r.j.alert_result, FUMO_R_UPDATE_FAILED);
 
 	/* the right package under another URL: taken, and the update completes */
-	boot(sim, w.cfg, &ck, OP_DAU, w.good_url, NULL, &r);
-	CU_ASSERT_EQUAL(r.rc, 0);
-	if (r.rc != 0)
-		fprintf(stderr, "\n  brick other -> good: exit %d: %s\n", r.rc, r.msg);
-	CU_ASSERT(part_is(sim, w.dst, w.len));
-	CU_ASSERT_EQUAL(r.j.phase, AGENT_PH_DONE);
-	CU_ASSERT_EQUAL(r.j.state, FUMO_UPD_OK_NODATA);
-	CU_ASSERT_EQUAL(r.j.alert_result, FUMO_R_OK);
-	CU_ASSERT_STRING_EQUAL(r.j.url, w.good_url);
-	CU_ASSERT_EQUAL(fota_sim_dev_writes(sim, "part"), w.clean_writes);
-	free(j0);
-	run_free(&r);
-	fota_sim_free(sim);
-	world_free(&w);
+	held_run(&h, OP_DAU, h.w.good_url);
+	held_completed(&h, "other -> good");
+	CU_ASSERT_STRING_EQUAL(h.r.j.url, h.w.good_url);
+	held_free(&h);
 }
 
 /* cancel stays refused; update continues from chunk 2 (no reset), failing the same
  * while the server is wrong, completing once it is right. */
 static void test_agent_brick_update_continues(void)
 {
-	struct world w;
-	world_init(&w, "update", 0);
-	struct fota_sim *sim = device(&w);
-	struct tclock ck = { .tick_ms = 10 };
-	struct run r = { 0 };
-	CU_ASSERT_PTR_NOT_NULL_FATAL(sim);
-	fail_first(&w, sim, &ck, &r);
-	const uint64_t writes = fota_sim_dev_writes(sim, "part");
+	struct held h;
+	held_start(&h, "update", 0);
+	const uint64_t writes = fota_sim_dev_writes(h.sim, "part");
 
-	boot(sim, w.cfg, &ck, OP_CANCEL, NULL, NULL, &r);
-	CU_ASSERT_EQUAL(r.rc, AGENT_EXIT_STATE);
-	CU_ASSERT_PTR_NOT_NULL(strstr(r.msg, "cannot cancel"));
-	CU_ASSERT_EQUAL(r.j.phase, AGENT_PH_APPLYING);
+	held_run(&h, OP_CANCEL, NULL);
+	CU_ASSERT_EQUAL(h.r.rc, AGENT_EXIT_STATE);
+	CU_ASSERT_PTR_NOT_NULL(strstr(h.r.msg, "cannot cancel"));
+	CU_ASSERT_EQUAL(h.r.j.phase, AGENT_PH_APPLYING);
 
-	boot(sim, w.cfg, &ck, OP_UPDATE, NULL, NULL, &r);
-	CU_ASSERT_EQUAL(r.rc, AGENT_EXIT_CORRUPT);
-	CU_ASSERT_EQUAL(r.j.ap_next, 2);
-	CU_ASSERT(r.j.source_ok);
-	CU_ASSERT_EQUAL(r.j.state, FUMO_UPD_FAILED_DATA);
-	CU_ASSERT(r.log && strstr(r.log, "continuing the in-place update at chunk 2"));
-	CU_ASSERT_EQUAL(fota_sim_dev_writes(sim, "part"), writes);
+	held_run(&h, OP_UPDATE, NULL);
+	CU_ASSERT_EQUAL(h.r.rc, AGENT_EXIT_CORRUPT);
+	CU_ASSERT_EQUAL(h.r.j.ap_next, 2);
+	CU_ASSERT(h.r.j.source_ok);
+	CU_ASSERT_EQUAL(h.r.j.state, FUMO_UPD_FAILED_DATA);
+	CU_ASSERT(h.r.log && strstr(h.r.log, "continuing the in-place update at chunk 2"));
+	CU_ASSERT_EQUAL(fota_sim_dev_writes(h.sim, "part"), writes);
 
-	serve(&w, w.good);
-	boot(sim, w.cfg, &ck, OP_UPDATE, NULL, NULL, &r);
-	CU_ASSERT_EQUAL(r.rc, 0);
-	if (r.rc != 0)
-		fprintf(stderr, "\n  brick update: exit %d: %s\n", r.rc, r.msg);
-	CU_ASSERT(part_is(sim, w.dst, w.len));
-	CU_ASSERT_EQUAL(r.j.phase, AGENT_PH_DONE);
-	CU_ASSERT_EQUAL(fota_sim_dev_writes(sim, "part"), w.clean_writes);
-	run_free(&r);
-	fota_sim_free(sim);
-	world_free(&w);
+	serve(&h.w, h.w.good);
+	held_run(&h, OP_UPDATE, NULL);
+	held_completed(&h, "update");
+	held_free(&h);
 }
 
 /* download-and-update with the job's URL, after the server's file was fixed. */
 static void test_agent_brick_same_url_continues(void)
 {
-	struct world w;
-	world_init(&w, "dau", 0);
-	struct fota_sim *sim = device(&w);
-	struct tclock ck = { .tick_ms = 10 };
-	struct run r = { 0 };
-	CU_ASSERT_PTR_NOT_NULL_FATAL(sim);
-	fail_first(&w, sim, &ck, &r);
-	serve(&w, w.good);
-	boot(sim, w.cfg, &ck, OP_DAU, w.url, NULL, &r);
-	CU_ASSERT_EQUAL(r.rc, 0);
-	if (r.rc != 0)
-		fprintf(stderr, "\n  brick dau: exit %d: %s\n", r.rc, r.msg);
-	CU_ASSERT(r.log && strstr(r.log, "same signed manifest: continuing at chunk 2"));
-	CU_ASSERT(part_is(sim, w.dst, w.len));
-	CU_ASSERT_EQUAL(r.j.phase, AGENT_PH_DONE);
-	CU_ASSERT_EQUAL(fota_sim_dev_writes(sim, "part"), w.clean_writes);
+	struct held h;
+	held_start(&h, "dau", 0);
+	serve(&h.w, h.w.good);
+	held_run(&h, OP_DAU, h.w.url);
+	CU_ASSERT(h.r.log && strstr(h.r.log, "same signed manifest: continuing at chunk 2"));
+	held_completed(&h, "dau");
 	/* nothing pending any more */
-	boot(sim, w.cfg, &ck, OP_RESUME, NULL, NULL, &r);
-	CU_ASSERT_EQUAL(r.rc, 0);
-	CU_ASSERT_EQUAL(fota_sim_dev_writes(sim, "part"), w.clean_writes);
-	run_free(&r);
-	fota_sim_free(sim);
-	world_free(&w);
+	held_run(&h, OP_RESUME, NULL);
+	CU_ASSERT_EQUAL(h.r.rc, 0);
+	CU_ASSERT_EQUAL(fota_sim_dev_writes(h.sim, "part"), h.w.clean_writes);
+	held_free(&h);
 }
 
 /*
@@ -372,72 +379,50 @@ static void test_agent_brick_powercut_continuation(void)
  * is taken up again: resume completes the partition. */
 static void test_agent_brick_old_failed_journal_revived(void)
 {
-	struct world w;
-	world_init(&w, "old", 0);
-	struct fota_sim *sim = device(&w);
-	struct tclock ck = { .tick_ms = 10 };
-	struct run r = { 0 };
-	CU_ASSERT_PTR_NOT_NULL_FATAL(sim);
-	fail_first(&w, sim, &ck, &r);
-	struct agent_journal j = r.j;
+	struct held h;
+	held_start(&h, "old", 0);
+	struct agent_journal j = h.r.j;
 	j.phase = AGENT_PH_FAILED;
 	j.state = FUMO_UPD_FAILED_NODATA;
 	j.result = AGENT_EXIT_CORRUPT;
 	char *text = NULL;
 	size_t len = 0;
 	struct fota_error err;
-	struct fota_store *st = fota_sim_store(sim);
+	struct fota_store *st = fota_sim_store(h.sim);
 	CU_ASSERT_EQUAL_FATAL(agent_journal_format(&j, &text, &len, &err), FOTA_OK);
 	CU_ASSERT_EQUAL_FATAL(st->ops->commit(st, "journal", text, len, &err), FOTA_OK);
 	free(text);
-	boot(sim, w.cfg, &ck, OP_OPEN, NULL, NULL, &r);
-	CU_ASSERT_EQUAL(r.j.phase, AGENT_PH_APPLYING);
-	CU_ASSERT_EQUAL(r.j.state, FUMO_UPD_FAILED_DATA);
-	CU_ASSERT(r.log && strstr(r.log, "the in-place update that stopped at chunk 2 is kept for resume"));
-	serve(&w, w.good);
-	boot(sim, w.cfg, &ck, OP_RESUME, NULL, NULL, &r);
-	CU_ASSERT_EQUAL(r.rc, 0);
-	if (r.rc != 0)
-		fprintf(stderr, "\n  brick old journal: exit %d: %s\n", r.rc, r.msg);
-	CU_ASSERT(part_is(sim, w.dst, w.len));
-	CU_ASSERT_EQUAL(r.j.phase, AGENT_PH_DONE);
-	CU_ASSERT_EQUAL(fota_sim_dev_writes(sim, "part"), w.clean_writes);
-	run_free(&r);
-	fota_sim_free(sim);
-	world_free(&w);
+	held_run(&h, OP_OPEN, NULL);
+	CU_ASSERT_EQUAL(h.r.j.phase, AGENT_PH_APPLYING);
+	CU_ASSERT_EQUAL(h.r.j.state, FUMO_UPD_FAILED_DATA);
+	CU_ASSERT(h.r.log && strstr(h.r.log, "the in-place update that stopped at chunk 2 is kept for resume"));
+	serve(&h.w, h.w.good);
+	held_run(&h, OP_RESUME, NULL);
+	held_completed(&h, "old journal");
+	held_free(&h);
 }
 
 /* The package expires while the update waits: a new job with it is refused (7), the
  * half-applied one still completes. */
 static void test_agent_brick_expired_while_held(void)
 {
-	struct tclock ck = { .tick_ms = 10 };
-	(void)tagent_clock(&ck); /* sets the start time */
-	const int64_t expires = ck.now_ms / 1000 + 86400;
-	struct world w;
-	world_init(&w, "expiry", expires);
-	struct fota_sim *sim = device(&w);
-	struct run r = { 0 };
-	CU_ASSERT_PTR_NOT_NULL_FATAL(sim);
-	fail_first(&w, sim, &ck, &r);
-	ck.now_ms += 2 * 86400 * 1000ll;
-	serve(&w, w.good);
-	boot(sim, w.cfg, &ck, OP_RESUME, NULL, NULL, &r);
-	CU_ASSERT_EQUAL(r.rc, 0);
-	if (r.rc != 0)
-		fprintf(stderr, "\n  brick expiry: exit %d: %s\n", r.rc, r.msg);
-	CU_ASSERT(part_is(sim, w.dst, w.len));
-	fota_sim_free(sim);
+	struct tclock start = { .tick_ms = 10 };
+	(void)tagent_clock(&start);
+	struct held h;
+	held_start(&h, "expiry", start.now_ms / 1000 + 86400);
+	h.ck.now_ms += 2 * 86400 * 1000ll;
+	serve(&h.w, h.w.good);
+	held_run(&h, OP_RESUME, NULL);
+	held_completed(&h, "expiry");
 	/* the control: the same package on a fresh device is refused as expired */
-	sim = device(&w);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(sim);
-	boot(sim, w.cfg, &ck, OP_DAU, w.good_url, NULL, &r);
-	CU_ASSERT_EQUAL(r.rc, AGENT_EXIT_NOT_ACCEPTABLE);
-	CU_ASSERT_PTR_NOT_NULL(strstr(r.msg, "expired"));
-	CU_ASSERT_EQUAL(fota_sim_dev_writes(sim, "part"), 0);
-	run_free(&r);
-	fota_sim_free(sim);
-	world_free(&w);
+	fota_sim_free(h.sim);
+	h.sim = device(&h.w);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(h.sim);
+	held_run(&h, OP_DAU, h.w.good_url);
+	CU_ASSERT_EQUAL(h.r.rc, AGENT_EXIT_NOT_ACCEPTABLE);
+	CU_ASSERT_PTR_NOT_NULL(strstr(h.r.msg, "expired"));
+	CU_ASSERT_EQUAL(fota_sim_dev_writes(h.sim, "part"), 0);
+	held_free(&h);
 }
 
 /* ---- a head damaged on the way ---- */
