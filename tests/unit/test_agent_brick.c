@@ -321,15 +321,18 @@ static void test_agent_brick_same_url_continues(void)
 }
 
 /*
- * The continuation under power loss: after the failed run, the server fixed, the power
- * is cut at every event (write, sync, commit step) of the resume that takes the new
- * package and completes the update, with and without a torn write; after the reboot,
- * resume until done. Always the exact target.
+ * The continuation under power loss: after the failed run the power is cut at every
+ * event (write, sync, commit step) of the run that takes the repaired package and
+ * completes the update, with and without a torn write; after the reboot, resume until
+ * done. Always the exact target. other_url: the repaired package comes as
+ * download-and-update of another URL while the job's own URL stays corrupt (a cut
+ * before the new URL is journaled leaves the old one, and the DM server sends the
+ * operation again); else the file at the job's URL is fixed and resume continues.
  */
-static void test_agent_brick_powercut_continuation(void)
+static void powercut_continuation(bool other_url, const char *tag)
 {
 	struct world w;
-	world_init(&w, "cut", 0);
+	world_init(&w, tag, 0);
 	struct run r = { 0 };
 	uint64_t total = 0, tried = 0, survived = 0;
 	for (uint64_t c = 0; c == 0 || c <= total; c++) {
@@ -340,18 +343,23 @@ static void test_agent_brick_powercut_continuation(void)
 			serve(&w, w.bad);
 			boot(sim, w.cfg, &ck, OP_DAU, w.url, NULL, &r);
 			bool ok = r.rc == AGENT_EXIT_CORRUPT && r.j.ap_next == 2;
-			serve(&w, w.good);
+			if (!other_url)
+				serve(&w, w.good);
+			const enum op op = other_url ? OP_DAU : OP_RESUME;
+			const char *url = other_url ? w.good_url : NULL;
 			uint64_t before = fota_sim_events(sim);
 			fota_sim_set_cut(sim, c, torn);
-			boot(sim, w.cfg, &ck, OP_RESUME, NULL, NULL, &r);
+			boot(sim, w.cfg, &ck, op, url, NULL, &r);
 			if (c == 0) {
 				total = fota_sim_events(sim) - before;
 				ok = ok && r.rc == 0;
 			} else {
 				CU_ASSERT(fota_sim_cut_happened(sim));
 				fota_sim_reboot(sim);
-				for (int i = 0; i < 3 && (i == 0 || r.rc != 0 || r.j.phase != AGENT_PH_DONE); i++)
-					boot(sim, w.cfg, &ck, OP_RESUME, NULL, NULL, &r);
+				/* resume at boot; the operation again while it does not complete */
+				boot(sim, w.cfg, &ck, OP_RESUME, NULL, NULL, &r);
+				for (int i = 0; i < 2 && (r.rc != 0 || r.j.phase != AGENT_PH_DONE); i++)
+					boot(sim, w.cfg, &ck, op, url, NULL, &r);
 				ok = ok && r.rc == 0 && r.j.phase == AGENT_PH_DONE;
 				tried++;
 			}
@@ -359,21 +367,24 @@ static void test_agent_brick_powercut_continuation(void)
 			if (c > 0 && ok)
 				survived++;
 			else if (!ok && tried - survived <= 3)
-				fprintf(stderr, "\n  brick cut at %llu%s: exit %d: %s\n", (unsigned long long)c,
+				fprintf(stderr, "\n  %s: cut at %llu%s: exit %d: %s\n", tag, (unsigned long long)c,
 					torn ? " (torn)" : "", r.rc, r.msg);
 			if (c == 0)
 				CU_ASSERT(ok);
 			fota_sim_free(sim);
 		}
 	}
-	printf("\n  in-place continuation: %llu events, %llu cut points tried, %llu survived ",
-	       (unsigned long long)total, (unsigned long long)tried, (unsigned long long)survived);
+	printf("\n  %s: %llu events, %llu cut points tried, %llu survived ", tag, (unsigned long long)total,
+	       (unsigned long long)tried, (unsigned long long)survived);
 	CU_ASSERT(total > 20);
 	CU_ASSERT_EQUAL(tried, 2 * total);
 	CU_ASSERT_EQUAL(survived, tried);
 	run_free(&r);
 	world_free(&w);
 }
+
+static void test_agent_brick_powercut_continuation(void) { powercut_continuation(false, "cut-same-url"); }
+static void test_agent_brick_powercut_continuation_other_url(void) { powercut_continuation(true, "cut-other-url"); }
 
 /* A journal as the earlier agent left such a job (phase failed, FUMO 80, package kept)
  * is taken up again: resume completes the partition. */
@@ -531,6 +542,7 @@ static void add(CU_pSuite s)
 	UNIT_ADD(s, test_agent_brick_update_continues);
 	UNIT_ADD(s, test_agent_brick_same_url_continues);
 	UNIT_ADD(s, test_agent_brick_powercut_continuation);
+	UNIT_ADD(s, test_agent_brick_powercut_continuation_other_url);
 	UNIT_ADD(s, test_agent_brick_old_failed_journal_revived);
 	UNIT_ADD(s, test_agent_brick_expired_while_held);
 	UNIT_ADD(s, test_agent_brick_head_flipped_once);
