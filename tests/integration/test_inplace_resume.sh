@@ -10,7 +10,9 @@
 #      than the package (only the head and the chunks left);
 #   2. through tests/proxy/fault-proxy, every response corrupts the same payload byte in
 #      transit: the run fails the same way; download-and-update through a clean proxy
-#      (another URL, the same package) completes the exact target.
+#      (another URL, the same package) completes the exact target;
+#   3. the file fixed, the continuing resume is killed with SIGKILL at random moments
+#      (KILLS, default 10), then resume reaches the exact target.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/nginx.sh"
 
@@ -174,3 +176,33 @@ rc=$?
 [ $rc = 0 ] && pass "clean path (another URL): exit 0" || fail "clean path (another URL): exit 0" "exit $rc: $(tail -2 "$D/out" | tr '\n' ' ')"
 exact && pass "clean path: the partition is the exact target" || fail "clean path: the partition is the exact target"
 proxy_stop
+
+# ---- 3. kill -9 during the continuation ----
+KILLS=${KILLS:-10}
+python3 - "$WORK/good.fota" "$WWW/pkg3.fota" "$FLIP_AT" <<'PY'
+import sys
+b = bytearray(open(sys.argv[1], "rb").read())
+b[int(sys.argv[3])] ^= 0x01
+open(sys.argv[2], "wb").write(b)
+PY
+mkdev "$WORK/dev3"
+ag download-and-update "http://127.0.0.1:$NGINX_PORT/pkg3.fota" >"$D/out" 2>&1
+held "kills: corrupt file" 8 $?
+cp "$WORK/good.fota" "$WWW/pkg3.fota.new" && mv "$WWW/pkg3.fota.new" "$WWW/pkg3.fota"
+kills=0 seen=""
+for _ in $(seq "$KILLS"); do
+  FOTA_AGENT_TEST_CLOCK=$D/clock "$AGENT" -q -c "$C" resume >/dev/null 2>&1 &
+  pid=$!
+  sleep "0.0$((RANDOM % 4))$((RANDOM % 10))"
+  kill -9 "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  [ $? = 137 ] && kills=$((kills + 1))
+  seen="$seen $(field status chunks_applied)"
+done
+echo "  kills: $kills of $KILLS landed; chunks applied after each:$seen"
+[ "$kills" -ge 1 ] && pass "kills: $kills kills landed during the continuation" || fail "kills: a kill landed during the continuation"
+ag resume >"$D/out" 2>&1
+rc=$?
+[ $rc = 0 ] && pass "kills: resume after $kills kills exits 0" || fail "kills: resume after $kills kills exits 0" "exit $rc: $(tail -2 "$D/out" | tr '\n' ' ')"
+exact && pass "kills: the partition is the exact target" || fail "kills: the partition is the exact target"
+[ "$(field status state)" = 100 ] && pass "kills: state 100" || fail "kills: state 100" "$(field status state)"
