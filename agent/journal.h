@@ -7,7 +7,9 @@
  *   DOWNLOADING  dl_next payloads are verified in the download cache (store mode)
  *   DOWNLOADED   the package is verified and ready to update
  *   APPLYING     ap_next chunks are applied and checked; for in-place chunk ap_next
- *                ip_step says whether its stash (1) or its staged output (2) is durable
+ *                ip_step says whether its stash (1) or its staged output (2) is durable;
+ *                an in-place job stays here after a failed run once it has started
+ *                writing (source_ok): FUMO 70, resume continues it (agent.c hold_job)
  *   APPLIED      every target is written and verified; the slot switch is pending
  *   DONE / FAILED  the job ended (result and message say how)
  * The format is JSON, parsed strictly (unknown keys and bad values are refused).
