@@ -438,38 +438,62 @@ static void test_agent_brick_expired_while_held(void)
 
 /* ---- a head damaged on the way ---- */
 
-/* The agent's log as a stream: when the agent says it fetches the head once more, the
- * server's file is repaired in place with its old mtime (a byte flipped in transit,
- * not a changed package). */
+/* The agent's log as a stream that acts once when a line contains needle: the test's
+ * hand on the server at an exact moment of a run. */
+struct trigger {
+	const char *needle;
+	void (*act)(void *arg);
+	void *arg;
+	bool fired;
+	char line[4096];
+	size_t n;
+};
+
+static ssize_t trigger_write(void *ctx, const char *buf, size_t size)
+{
+	struct trigger *t = ctx;
+	for (size_t i = 0; i < size; i++) {
+		if (t->n + 1 < sizeof(t->line) && buf[i] != '\n')
+			t->line[t->n++] = buf[i];
+		if (buf[i] != '\n')
+			continue;
+		t->line[t->n] = 0;
+		if (!t->fired && t->needle && strstr(t->line, t->needle)) {
+			t->fired = true;
+			t->act(t->arg);
+		}
+		t->n = 0;
+	}
+	return (ssize_t)size;
+}
+
+static FILE *trigger_log(struct trigger *t)
+{
+	cookie_io_functions_t io = { NULL, trigger_write, NULL, NULL };
+	FILE *f = fopencookie(t, "w", io);
+	if (f)
+		setvbuf(f, NULL, _IONBF, 0);
+	return f;
+}
+
+/* A byte flipped in transit, not a changed package: the server's file is repaired in
+ * place with its old mtime. */
 struct repair {
 	const char *path;
 	const uint8_t *good;
 	size_t len;
 	struct timespec mtime[2];
-	bool armed, repaired;
-	char line[4096];
-	size_t n;
+	bool repaired;
 };
 
-static ssize_t repair_write(void *ctx, const char *buf, size_t size)
+static void repair_file(void *arg)
 {
-	struct repair *rp = ctx;
-	for (size_t i = 0; i < size; i++) {
-		if (rp->n + 1 < sizeof(rp->line) && buf[i] != '\n')
-			rp->line[rp->n++] = buf[i];
-		if (buf[i] != '\n')
-			continue;
-		rp->line[rp->n] = 0;
-		if (rp->armed && strstr(rp->line, "fetching the package head once more")) {
-			int fd = open(rp->path, O_WRONLY | O_TRUNC);
-			if (fd >= 0 && write(fd, rp->good, rp->len) == (ssize_t)rp->len && futimens(fd, rp->mtime) == 0)
-				rp->repaired = true;
-			if (fd >= 0)
-				close(fd);
-		}
-		rp->n = 0;
-	}
-	return (ssize_t)size;
+	struct repair *rp = arg;
+	int fd = open(rp->path, O_WRONLY | O_TRUNC);
+	if (fd >= 0 && write(fd, rp->good, rp->len) == (ssize_t)rp->len && futimens(fd, rp->mtime) == 0)
+		rp->repaired = true;
+	if (fd >= 0)
+		close(fd);
 }
 
 static void head_damaged(bool repair, const char *tag)
@@ -487,11 +511,10 @@ static void head_damaged(bool repair, const char *tag)
 	CU_ASSERT_PTR_NOT_NULL_FATAL(path);
 	struct stat sb;
 	CU_ASSERT_EQUAL_FATAL(stat(path, &sb), 0);
-	struct repair rp = { path, good, len, { sb.st_atim, sb.st_mtim }, repair, false, "", 0 };
-	cookie_io_functions_t io = { NULL, repair_write, NULL, NULL };
-	FILE *log = fopencookie(&rp, "w", io);
+	struct repair rp = { path, good, len, { sb.st_atim, sb.st_mtim }, false };
+	struct trigger t = { repair ? "fetching the package head once more" : NULL, repair_file, &rp, false, "", 0 };
+	FILE *log = trigger_log(&t);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(log);
-	setvbuf(log, NULL, _IONBF, 0);
 	char url[700];
 	snprintf(url, sizeof(url), "file://%s", path);
 	struct fota_sim *sim = device(&w);
@@ -526,6 +549,82 @@ static void test_agent_brick_head_flipped_once(void) { head_damaged(true, "head1
 /* Flipped on both fetches: refused as today (exit 5), nothing written. */
 static void test_agent_brick_head_flipped_twice(void) { head_damaged(false, "head2"); }
 
+static void unlink_path(void *arg)
+{
+	(void)unlink((const char *)arg);
+}
+
+/* The server goes away in the middle of the streamed update (after chunk 12 of 32 is
+ * applied; the package is 256 KiB of full chunks, so the head request brought only the
+ * first ones): the run fails with exit 10 and a network alert, held at chunk 12; the
+ * server back with the same package (same validators: nothing to adopt), resume
+ * completes. */
+static void test_agent_brick_server_gone_mid_stream(void)
+{
+	struct world w;
+	memset(&w, 0, sizeof(w));
+	w.len = 32 * CHUNK;
+	w.src = malloc(w.len);
+	w.dst = malloc(w.len);
+	CU_ASSERT_FATAL(w.src && w.dst);
+	unit_fill_random(w.src, w.len, 41);
+	unit_fill_random(w.dst, w.len, 42);
+	snprintf(w.good, sizeof(w.good), "%s/brick-gone.fota", unit_tmpdir());
+	snprintf(w.link, sizeof(w.link), "%s/brick-gone-server.fota", unit_tmpdir());
+	snprintf(w.url, sizeof(w.url), "file://%s", w.link);
+	struct tpkg o = { .mode = FOTA_MODE_INPLACE, .model = "HX-100", .corrupt_chunk = -1, .chunk = CHUNK };
+	CU_ASSERT_EQUAL_FATAL(tagent_build(w.good, w.src, w.len, w.dst, w.len, &o), 0);
+	w.cfg = tagent_config(FOTA_MODE_INPLACE, true, NULL);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(w.cfg);
+	serve(&w, w.good);
+	struct tclock ck = { .tick_ms = 10 };
+	struct run r = { 0 };
+	struct fota_sim *sim = device(&w);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(sim);
+	boot(sim, w.cfg, &ck, OP_DAU, w.url, NULL, &r); /* a clean run: its writes */
+	CU_ASSERT_EQUAL(r.rc, 0);
+	const uint64_t clean_writes = fota_sim_dev_writes(sim, "part");
+	fota_sim_free(sim);
+
+	sim = device(&w);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(sim);
+	struct trigger t = { "chunk 12/32 applied", unlink_path, w.link, false, "", 0 };
+	FILE *log = trigger_log(&t);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(log);
+	boot(sim, w.cfg, &ck, OP_DAU, w.url, log, &r);
+	fclose(log);
+	CU_ASSERT(t.fired);
+	CU_ASSERT_EQUAL(r.rc, AGENT_EXIT_DOWNLOAD);
+	if (r.rc != AGENT_EXIT_DOWNLOAD)
+		fprintf(stderr, "\n  brick gone: exit %d: %s\n", r.rc, r.msg);
+	CU_ASSERT_PTR_NOT_NULL(strstr(r.msg, "in-place update stopped at chunk 12 of 32"));
+	CU_ASSERT_EQUAL(r.j.phase, AGENT_PH_APPLYING);
+	CU_ASSERT_EQUAL(r.j.ap_next, 12);
+	CU_ASSERT_EQUAL(r.j.state, FUMO_UPD_FAILED_DATA);
+	CU_ASSERT(r.j.alert_pending);
+	CU_ASSERT_EQUAL(r.j.alert_result, FUMO_R_NETWORK);
+	/* still gone: the same again, nothing written */
+	const uint64_t writes = fota_sim_dev_writes(sim, "part");
+	CU_ASSERT(writes > 0 && writes < clean_writes);
+	boot(sim, w.cfg, &ck, OP_RESUME, NULL, NULL, &r);
+	CU_ASSERT_EQUAL(r.rc, AGENT_EXIT_DOWNLOAD);
+	CU_ASSERT_EQUAL(r.j.ap_next, 12);
+	CU_ASSERT_EQUAL(fota_sim_dev_writes(sim, "part"), writes);
+	/* back: resume completes, the chunks before 12 written once */
+	serve(&w, w.good);
+	boot(sim, w.cfg, &ck, OP_RESUME, NULL, NULL, &r);
+	CU_ASSERT_EQUAL(r.rc, 0);
+	if (r.rc != 0)
+		fprintf(stderr, "\n  brick gone -> back: exit %d: %s\n", r.rc, r.msg);
+	CU_ASSERT(r.log && !strstr(r.log, "same signed manifest"));
+	CU_ASSERT(part_is(sim, w.dst, w.len));
+	CU_ASSERT_EQUAL(r.j.phase, AGENT_PH_DONE);
+	CU_ASSERT_EQUAL(fota_sim_dev_writes(sim, "part"), clean_writes);
+	run_free(&r);
+	fota_sim_free(sim);
+	world_free(&w);
+}
+
 /* The FUMO walk of a held in-place update: 60 -> 70 (reported) -> 60 (continued). */
 static void test_agent_brick_fumo_walk(void)
 {
@@ -547,6 +646,7 @@ static void add(CU_pSuite s)
 	UNIT_ADD(s, test_agent_brick_expired_while_held);
 	UNIT_ADD(s, test_agent_brick_head_flipped_once);
 	UNIT_ADD(s, test_agent_brick_head_flipped_twice);
+	UNIT_ADD(s, test_agent_brick_server_gone_mid_stream);
 	UNIT_ADD(s, test_agent_brick_fumo_walk);
 }
 
