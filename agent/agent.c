@@ -953,15 +953,13 @@ out:
  */
 static int adopt_head(struct agent *a, const char *url, struct fota_error *err)
 {
-	int x = load_package(a, err);
-	if (x != 0)
-		return x;
+	/* the saved head is not needed (its signature may be the one that no longer
+	 * verifies): the journal binds the manifest by length and SHA-256 */
+	int x;
 	const struct agent_journal old = a->j;
 	struct agent_fetch *old_fetch = a->fetch;
 	const struct agent_validators old_val = a->val;
-	char name[FOTA_STRING_MAX + 1], version[FOTA_STRING_MAX + 1];
-	snprintf(name, sizeof(name), "%s", a->m->name);
-	snprintf(version, sizeof(version), "%s", a->m->version);
+	const char *name = old.pkg_name, *version = old.pkg_version;
 	struct head h = { { NULL, 0, 0 }, 0, 0, 0, NULL, NULL };
 	a->fetch = NULL;
 	memset(&a->val, 0, sizeof(a->val));
@@ -1328,6 +1326,15 @@ static int active_slot(struct agent *a, char *out, struct fota_error *err)
 static int run_update(struct agent *a, struct fota_error *err)
 {
 	int x = load_package(a, err);
+	if (x == AGENT_EXIT_SIGNATURE && inplace_committed(a)) {
+		/* the saved signature no longer verifies (say its certificate expired while the
+		 * update waited): a half-applied partition takes the same manifest with a
+		 * signature that does, from the job's URL */
+		agent_log(a, "%s; fetching the package head again", err ? err->msg : "saved signature refused");
+		char url[AGENT_URL_MAX + 1];
+		snprintf(url, sizeof(url), "%s", a->j.url);
+		x = adopt_head(a, url, err);
+	}
 	if (x != 0)
 		return x;
 	if (a->j.phase == AGENT_PH_DOWNLOADED) {

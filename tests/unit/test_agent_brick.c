@@ -413,6 +413,31 @@ static void test_agent_brick_old_failed_journal_revived(void)
 	held_free(&h);
 }
 
+/* The saved signature stops verifying while the update waits (here it is damaged in
+ * the state store; a certificate that expires does the same): resume takes the same
+ * manifest with a signature that verifies from the job's URL and completes. */
+static void test_agent_brick_saved_signature_refused(void)
+{
+	struct held h;
+	held_start(&h, "sig", 0);
+	struct fota_store *st = fota_sim_store(h.sim);
+	uint8_t *sig = NULL;
+	size_t len = 0;
+	bool found = false;
+	struct fota_error err;
+	CU_ASSERT_EQUAL_FATAL(st->ops->load(st, "manifest.sig", 1u << 20, &sig, &len, &found, &err), FOTA_OK);
+	CU_ASSERT_FATAL(found && len > 100);
+	sig[len - 20] ^= 0xff;
+	CU_ASSERT_EQUAL_FATAL(st->ops->commit(st, "manifest.sig", sig, len, &err), FOTA_OK);
+	free(sig);
+	serve(&h.w, h.w.good);
+	held_run(&h, OP_RESUME, NULL);
+	CU_ASSERT(h.r.log && strstr(h.r.log, "fetching the package head again"));
+	CU_ASSERT(h.r.log && strstr(h.r.log, "same signed manifest: continuing at chunk 2"));
+	held_completed(&h, "saved signature");
+	held_free(&h);
+}
+
 /* The package expires while the update waits: a new job with it is refused (7), the
  * half-applied one still completes. */
 static void test_agent_brick_expired_while_held(void)
@@ -643,6 +668,7 @@ static void add(CU_pSuite s)
 	UNIT_ADD(s, test_agent_brick_powercut_continuation);
 	UNIT_ADD(s, test_agent_brick_powercut_continuation_other_url);
 	UNIT_ADD(s, test_agent_brick_old_failed_journal_revived);
+	UNIT_ADD(s, test_agent_brick_saved_signature_refused);
 	UNIT_ADD(s, test_agent_brick_expired_while_held);
 	UNIT_ADD(s, test_agent_brick_head_flipped_once);
 	UNIT_ADD(s, test_agent_brick_head_flipped_twice);
