@@ -1398,7 +1398,7 @@ static int hold_job(struct agent *a, int x, struct fota_error *err)
 		fota_error_prefix(err, "in-place update stopped at chunk %llu of %zu (the partition holds the target "
 				  "before it, the source after); resume continues it: ",
 				  (unsigned long long)a->j.ap_next, n);
-		int r = fumo_result_for(x, a->cause, true, err ? err->msg : NULL);
+		int r = fumo_result_for(x, a->cause, true, &a->last_fetch);
 		struct fota_error e2;
 		if (a->j.state == FUMO_UPD_PROGRESSING && set_state(a, FUMO_UPD_FAILED_DATA, &e2) != 0)
 			agent_log(a, "%s", e2.msg);
