@@ -1,5 +1,7 @@
 # bench/lib.sh: helpers shared by the bench/*.sh sections. Source it.
-#   measure CMD...     run CMD under /usr/bin/time; sets M_S (wall seconds), M_KB (peak
+#   measure CMD...     run CMD under /usr/bin/time; sets M_S (wall seconds, to the
+#                      millisecond from bash's EPOCHREALTIME around the run - time(1)'s
+#                      own %e has 10 ms steps, too coarse for runs of 0.05 s), M_KB (peak
 #                      RSS, KiB), M_CPU (user + system seconds: on a shared machine the
 #                      wall time depends on the load, the CPU time is the work done) and
 #                      M_RC (exit status). CMD's stdout/stderr go to $M_LOG.
@@ -14,12 +16,15 @@ M_LOG=${M_LOG:-/dev/null}
 measure() {
   local tf
   tf=$(mktemp)
+  local t0=$EPOCHREALTIME t1
   /usr/bin/time -f '%e %M %U %S' -o "$tf" "$@" >"$M_LOG" 2>&1
   M_RC=$?
+  t1=$EPOCHREALTIME
   # On failure time(1) writes "Command exited with non-zero status N" before the figures.
-  local u s
-  read -r M_S M_KB u s < <(tail -n 1 "$tf")
+  local u s e
+  read -r e M_KB u s < <(tail -n 1 "$tf")
   rm -f "$tf"
+  M_S=$(awk -v a="${t0/,/.}" -v b="${t1/,/.}" -v e="${e:-0}" 'BEGIN { d = b - a; if (d <= 0) d = e; printf "%.3f", d }')
   M_CPU=$(awk -v u="${u:-0}" -v s="${s:-0}" 'BEGIN { printf "%.2f", u + s }')
   case "$M_S" in '' | *[!0-9.]*) M_S=0 ;; esac
   case "$M_KB" in '' | *[!0-9]*) M_KB=0 ;; esac
