@@ -190,12 +190,16 @@ fota_status agent_hash_range(struct agent *a, struct fota_storage *s, uint64_t o
  * target until the last chunk is applied. Such a job is never discarded, reset or
  * started over; every failure leaves it at its journal position (docs/fota-agent.md).
  */
+static bool inplace_wrote(const struct agent_journal *j)
+{
+	return j->source_ok || j->ap_next > 0 || j->ip_step > 0;
+}
+
 static bool inplace_committed(const struct agent *a)
 {
 	const struct agent_journal *j = &a->j;
 	return a->cfg->mode == FOTA_MODE_INPLACE && j->head_ok &&
-	       (j->phase == AGENT_PH_APPLYING || j->phase == AGENT_PH_APPLIED) &&
-	       (j->source_ok || j->ap_next > 0 || j->ip_step > 0);
+	       (j->phase == AGENT_PH_APPLYING || j->phase == AGENT_PH_APPLIED) && inplace_wrote(j);
 }
 
 /* ---- lifetime ---- */
@@ -512,8 +516,7 @@ out:
 static void revive_stranded(struct agent *a)
 {
 	struct agent_journal *j = &a->j;
-	if (a->cfg->mode != FOTA_MODE_INPLACE || j->phase != AGENT_PH_FAILED || !j->head_ok ||
-	    !(j->source_ok || j->ap_next > 0 || j->ip_step > 0))
+	if (a->cfg->mode != FOTA_MODE_INPLACE || j->phase != AGENT_PH_FAILED || !j->head_ok || !inplace_wrote(j))
 		return;
 	j->phase = AGENT_PH_APPLYING;
 	struct fota_error e;
@@ -864,35 +867,48 @@ out:
 	return x;
 }
 
-/* A head refused for what a byte flipped on the way could cause (signature, parse,
- * sizes) is fetched once more before the job fails: plain HTTP has no integrity of its
- * own. Model, floor and expiry come from a verified manifest and are not retried. */
-static bool head_transit_failure(int x)
+/*
+ * Read the head and check it with `check`. A head refused for what a byte flipped on the
+ * way could cause (signature, parse, sizes, a manifest that differs from the job's) is
+ * fetched once more before the job fails: plain HTTP has no integrity of its own. Model,
+ * floor and expiry come from a verified manifest and are not retried. h->b.data stays
+ * with the caller, also on failure.
+ */
+typedef int (*head_check)(struct agent *a, const struct head *h, const void *ctx, struct fota_error *err);
+
+static int read_checked_head(struct agent *a, struct head *h, head_check check, const void *ctx,
+			     struct fota_error *err)
 {
-	return x == AGENT_EXIT_SIGNATURE || x == AGENT_EXIT_CORRUPT;
+	for (int attempt = 0;; attempt++) {
+		int x = read_head(a, h, err);
+		if (x == 0)
+			x = check(a, h, ctx, err);
+		if (x == 0 || attempt > 0 ||
+		    (x != AGENT_EXIT_SIGNATURE && x != AGENT_EXIT_CORRUPT && x != AGENT_EXIT_SOURCE))
+			return x;
+		agent_log(a, "%s; fetching the package head once more (it may have been damaged on the way)",
+			  err ? err->msg : "package head refused");
+		free(h->b.data);
+		h->b.data = NULL;
+		/* no validators yet: the next answer gives them, also the size */
+		memset(&a->val, 0, sizeof(a->val));
+	}
+}
+
+static int check_new_head(struct agent *a, const struct head *h, const void *ctx, struct fota_error *err)
+{
+	(void)ctx;
+	a->j.manifest_len = h->mlen;
+	a->j.sig_len = h->slen;
+	a->j.pkg_size = h->total;
+	return verify_head(a, h->man, (size_t)h->mlen, h->sig, (size_t)h->slen, err);
 }
 
 /* Fetch the head, verify it (once more on a failure transit could cause), save it. */
 static int fetch_head(struct agent *a, struct fota_error *err)
 {
 	struct head h;
-	int x;
-	for (int attempt = 0;; attempt++) {
-		x = read_head(a, &h, err);
-		if (x == 0) {
-			a->j.manifest_len = h.mlen;
-			a->j.sig_len = h.slen;
-			a->j.pkg_size = h.total;
-			x = verify_head(a, h.man, (size_t)h.mlen, h.sig, (size_t)h.slen, err);
-		}
-		if (x == 0 || attempt > 0 || !head_transit_failure(x))
-			break;
-		agent_log(a, "%s; fetching the package head once more (it may have been damaged on the way)",
-			  err ? err->msg : "package head refused");
-		free(h.b.data);
-		/* the job has no validators yet: the next answer gives them, also the size */
-		memset(&a->val, 0, sizeof(a->val));
-	}
+	int x = read_checked_head(a, &h, check_new_head, NULL, err);
 	if (x != 0)
 		goto out;
 	struct membuf b = h.b;
@@ -941,6 +957,25 @@ out:
 	return x;
 }
 
+/* adopt_head's check: the job's manifest byte for byte (length and the journaled
+ * SHA-256), then the signature and the device checks; ctx is the URL, for the message. */
+static int check_same_head(struct agent *a, const struct head *h, const void *ctx, struct fota_error *err)
+{
+	uint8_t d[FOTA_SHA256_LEN];
+	fota_sha256(h->man, (size_t)h->mlen, d);
+	if (h->mlen != a->j.manifest_len || memcmp(d, a->j.manifest_sha256, sizeof(d)) != 0) {
+		fota_error_set(err, FOTA_E_SOURCE, "an in-place update of %s %s is half applied at chunk %llu; "
+			       "only a package with the same signed manifest can complete it, and %s has another "
+			       "manifest: refused, nothing written (resume continues the update when the "
+			       "package is back)", a->j.pkg_name, a->j.pkg_version, (unsigned long long)a->j.ap_next,
+			       (const char *)ctx);
+		return agent_fail(a, AGENT_EXIT_SOURCE);
+	}
+	a->j.sig_len = h->slen;
+	a->j.pkg_size = h->total;
+	return verify_head(a, h->man, (size_t)h->mlen, h->sig, (size_t)h->slen, err);
+}
+
 /*
  * A half-applied in-place job (inplace_committed) is offered its package again: changed
  * on the server (new validators) or under another URL. Only the same signed manifest
@@ -969,31 +1004,7 @@ static int adopt_head(struct agent *a, const char *url, struct fota_error *err)
 		x = agent_fail(a, AGENT_EXIT_DOWNLOAD);
 		goto refuse;
 	}
-	uint8_t d[FOTA_SHA256_LEN];
-	for (int attempt = 0;; attempt++) {
-		free(h.b.data);
-		x = read_head(a, &h, err);
-		if (x == 0) {
-			fota_sha256(h.man, (size_t)h.mlen, d);
-			if (h.mlen != old.manifest_len || memcmp(d, old.manifest_sha256, sizeof(d)) != 0) {
-				fota_error_set(err, FOTA_E_SOURCE, "an in-place update of %s %s is half applied at chunk %llu; "
-					       "only a package with the same signed manifest can complete it, and %s has another "
-					       "manifest: refused, nothing written (resume continues the update when the "
-					       "package is back)", name, version, (unsigned long long)old.ap_next, url);
-				x = agent_fail(a, AGENT_EXIT_SOURCE);
-			} else {
-				a->j.sig_len = h.slen;
-				a->j.pkg_size = h.total;
-				x = verify_head(a, h.man, (size_t)h.mlen, h.sig, (size_t)h.slen, err);
-			}
-		}
-		if (x == 0 || attempt > 0 || (!head_transit_failure(x) && x != AGENT_EXIT_SOURCE))
-			break;
-		agent_log(a, "%s; fetching the package head once more (it may have been damaged on the way)",
-			  err ? err->msg : "package head refused");
-		a->j.sig_len = old.sig_len;
-		a->j.pkg_size = old.pkg_size;
-	}
+	x = read_checked_head(a, &h, check_same_head, url, err);
 	if (x != 0)
 		goto refuse;
 	/* unverified stream files first, then the journal, then the signature: a cut
