@@ -110,25 +110,34 @@ struct applier {
 	ZSTD_DCtx *dctx_out;           /* decodes straight into out (ZSTD_d_stableOutBuffer) */
 	uint8_t *out;                  /* one whole chunk of output; NULL: stream every chunk */
 	size_t out_cap;
-	struct hasher *hs;             /* hashes out next to the writing; NULL: in line */
+	struct hasher *hs;             /* hashes out as it is decoded; NULL: in line */
+	struct readback *rb;           /* told of each slice that extends rb_base; NULL: none */
+	uint64_t rb_base;              /* the end of the slot's prefix written in target order */
 	bool pending;                  /* out holds chunk pend_k, written, its check not yet seen */
 	size_t pend_k;
 	const uint8_t *pend_want;
 };
 
 /*
- * The target check of a chunk decoded whole runs on a hasher thread while the main
- * thread writes the chunk and verifies the next payload; the main thread collects the
- * result (check_pending) before it reuses the buffer and before any journal commit, so
- * every chunk journaled as done has been checked.
+ * The target check of a chunk decoded whole runs on a hasher thread: it hashes the
+ * output as the decoder produces it (hasher_feed after each payload piece), so the
+ * check ends soon after the decode while the main thread writes the chunk and verifies
+ * the next payload; the main thread collects the result (check_pending) before it
+ * reuses the buffer and before any journal commit, so every chunk journaled as done has
+ * been checked.
  */
+#define HASH_STEP (512u << 10) /* the hasher takes at most this much between looks at the queue */
+
 struct hasher {
 	pthread_t thread;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	const uint8_t *buf;
-	size_t len;
+	size_t avail;       /* [0, avail) of buf is decoded */
+	size_t done;        /* [0, done) is hashed */
+	bool last;          /* avail is the whole chunk */
 	bool busy, stop;
+	struct fota_sha256 *h;
 	uint8_t d[FOTA_SHA256_LEN];
 };
 
@@ -137,15 +146,22 @@ static void *hasher_main(void *arg)
 	struct hasher *h = arg;
 	pthread_mutex_lock(&h->mu);
 	for (;;) {
-		while (!h->busy && !h->stop)
+		while (!h->stop && !(h->busy && (h->done < h->avail || h->last)))
 			pthread_cond_wait(&h->cv, &h->mu);
 		if (!h->busy)
 			break;
-		pthread_mutex_unlock(&h->mu);
-		uint8_t d[FOTA_SHA256_LEN];
-		fota_sha256(h->buf, h->len, d);
-		pthread_mutex_lock(&h->mu);
-		memcpy(h->d, d, sizeof(d));
+		if (h->done < h->avail) {
+			size_t from = h->done;
+			size_t n = h->avail - from < HASH_STEP ? h->avail - from : HASH_STEP;
+			pthread_mutex_unlock(&h->mu);
+			fota_sha256_update(h->h, h->buf + from, n);
+			pthread_mutex_lock(&h->mu);
+			h->done = from + n;
+			continue;
+		}
+		fota_sha256_final(h->h, h->d);
+		fota_sha256_free(h->h);
+		h->h = NULL;
 		h->busy = false;
 		pthread_cond_broadcast(&h->cv);
 	}
@@ -172,12 +188,28 @@ static struct hasher *hasher_start(void)
 	return h;
 }
 
-static void hasher_submit(struct hasher *h, const uint8_t *buf, size_t len)
+/* A new chunk in buf (not busy); false when out of memory. */
+static bool hasher_begin(struct hasher *h, const uint8_t *buf)
+{
+	struct fota_sha256 *ctx = fota_sha256_new();
+	if (!ctx)
+		return false;
+	pthread_mutex_lock(&h->mu);
+	h->h = ctx;
+	h->buf = buf;
+	h->avail = h->done = 0;
+	h->last = false;
+	h->busy = true;
+	pthread_mutex_unlock(&h->mu);
+	return true;
+}
+
+/* [0, avail) of the chunk is there to hash; last: that is all of it. */
+static void hasher_feed(struct hasher *h, size_t avail, bool last)
 {
 	pthread_mutex_lock(&h->mu);
-	h->buf = buf;
-	h->len = len;
-	h->busy = true;
+	h->avail = avail;
+	h->last = last;
 	pthread_cond_broadcast(&h->cv);
 	pthread_mutex_unlock(&h->mu);
 }
@@ -201,6 +233,7 @@ static void hasher_stop(struct hasher *h)
 	pthread_cond_broadcast(&h->cv);
 	pthread_mutex_unlock(&h->mu);
 	pthread_join(h->thread, NULL);
+	fota_sha256_free(h->h);
 	pthread_cond_destroy(&h->cv);
 	pthread_mutex_destroy(&h->mu);
 	free(h);
@@ -220,72 +253,143 @@ static fota_status check_pending(struct applier *ap, struct fota_error *err)
 	return FOTA_OK;
 }
 
+static void readback_ready(struct readback *r, uint64_t ready, bool here);
+
 /* The largest chunk decoded whole into memory (the zstd window it replaces is as large:
  * a decoder writing into a buffer that holds the whole frame needs no window of its own). */
 #define OUT_MAX (4u << 20)
+/* A chunk decoded whole is written in slices of at least this much as it is decoded. */
+#define WRITE_STEP (1u << 20)
 
 /*
- * A full chunk small enough for ap->out: decode it whole into memory, the payload read in
- * AGENT_IO_BUF pieces, check its size there, and write it with one write while the
- * hasher checks its target SHA-256 (in line without a hasher). With defer the check may
- * still be running on return (check_pending collects it); without, it is done.
+ * Where the decoder's output goes. Streaming (whole false): out is a->buf2, every call's
+ * output is written through the writer (which hashes it) and out starts over. Whole:
+ * out is ap->out for the whole chunk (the same buffer in every call, as
+ * ZSTD_d_stableOutBuffer requires); what is new goes to the hasher at once and to the
+ * slot in WRITE_STEP slices, and the readback is told of each slice.
+ */
+struct zsink {
+	bool whole;
+	struct writer *w;   /* streaming */
+	struct hasher *hs;  /* whole: NULL when the check runs in line afterwards */
+	struct fota_storage *dst;
+	uint64_t off;       /* whole: where the chunk goes */
+	size_t written;     /* whole: [0, written) of out is written */
+	bool rb_follow;     /* whole: the chunk continues the readback's written prefix */
+};
+
+static fota_status zsink_take(struct applier *ap, struct zsink *z, ZSTD_outBuffer *out, bool end,
+			      struct fota_error *err)
+{
+	if (!z->whole) {
+		fota_status rc = out->pos ? writer_put(z->w, out->dst, out->pos, err) : FOTA_OK;
+		out->pos = 0;
+		return rc;
+	}
+	if (z->hs)
+		hasher_feed(z->hs, out->pos, end);
+	if (out->pos - z->written < WRITE_STEP && !(end && out->pos > z->written))
+		return FOTA_OK;
+	fota_status rc = fota_storage_write(z->dst, z->off + z->written, ap->out + z->written, out->pos - z->written,
+					    err);
+	if (rc != FOTA_OK)
+		return rc;
+	z->written = out->pos;
+	if (z->rb_follow)
+		readback_ready(ap->rb, z->off + z->written, true);
+	return FOTA_OK;
+}
+
+/*
+ * Feed the verified payload of full chunk k (payload_size bytes at poff, read in
+ * AGENT_IO_BUF pieces) through dctx into the sink; the frame must end exactly with the
+ * payload. Output past out's size is more than the chunk's target_size.
+ */
+static fota_status zstd_feed(struct applier *ap, ZSTD_DCtx *dctx, const struct fota_chunk *ch, size_t k,
+			     struct fota_storage *payload, uint64_t poff, ZSTD_outBuffer *out, struct zsink *z,
+			     struct fota_error *err)
+{
+	struct agent *a = ap->a;
+	ZSTD_DCtx_reset(dctx, ZSTD_reset_session_only);
+	uint64_t left = ch->payload_size;
+	size_t zr = 1;
+	ZSTD_inBuffer in = { a->buf, 0, 0 };
+	for (;;) {
+		if (in.pos == in.size && left > 0) {
+			size_t n = left < AGENT_IO_BUF ? (size_t)left : AGENT_IO_BUF;
+			fota_status rc = fota_storage_read(payload, poff, a->buf, n, err);
+			if (rc != FOTA_OK)
+				return rc;
+			poff += n;
+			left -= n;
+			in = (ZSTD_inBuffer){ a->buf, n, 0 };
+		}
+		bool input_left = in.pos < in.size;
+		if (zr == 0) {
+			if (input_left)
+				return fota_error_set(err, FOTA_E_COMPRESS, "chunk %zu: data after the zstd frame", k);
+			return zsink_take(ap, z, out, true, err);
+		}
+		size_t before = out->pos;
+		zr = ZSTD_decompressStream(dctx, out, &in);
+		if (ZSTD_isError(zr)) {
+			ZSTD_ErrorCode ec = ZSTD_getErrorCode(zr);
+			if (z->whole && (ec == ZSTD_error_dstSize_tooSmall || ec == ZSTD_error_noForwardProgress_destFull))
+				return fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: output longer than its target_size %llu",
+						      k, (unsigned long long)ch->target_size);
+			return fota_error_set(err, FOTA_E_COMPRESS, "chunk %zu: zstd: %s", k, ZSTD_getErrorName(zr));
+		}
+		bool progress = out->pos != before;
+		if (zr != 0 && !input_left && left == 0 && !progress)
+			return fota_error_set(err, FOTA_E_COMPRESS, "chunk %zu: truncated zstd frame", k);
+		if (zr != 0 || !z->whole) {
+			fota_status rc = zsink_take(ap, z, out, false, err);
+			if (rc != FOTA_OK)
+				return rc;
+		}
+	}
+}
+
+/*
+ * A full chunk small enough for ap->out: decode it whole into memory, written in slices
+ * as it comes while the hasher checks its target SHA-256 (in line without a hasher).
+ * With defer the check may still be running on return (check_pending collects it);
+ * without, it is done.
  */
 static fota_status produce_whole(struct applier *ap, const struct fota_chunk *ch, size_t k,
 				 struct fota_storage *payload, uint64_t poff, struct fota_storage *dst, uint64_t off,
 				 bool defer, struct fota_error *err)
 {
-	struct agent *a = ap->a;
-	fota_status prc = check_pending(ap, err); /* out is about to be overwritten */
-	if (prc != FOTA_OK)
-		return prc;
-	ZSTD_DCtx_reset(ap->dctx_out, ZSTD_reset_session_only);
-	ZSTD_outBuffer out = { ap->out, (size_t)ch->target_size, 0 }; /* the same one in every call */
-	uint64_t left = ch->payload_size;
-	size_t zr = 1;
-	while (left > 0) {
-		size_t n = left < AGENT_IO_BUF ? (size_t)left : AGENT_IO_BUF;
-		fota_status rc = fota_storage_read(payload, poff, a->buf, n, err);
-		if (rc != FOTA_OK)
-			return rc;
-		poff += n;
-		left -= n;
-		ZSTD_inBuffer in = { a->buf, n, 0 };
-		while (in.pos < in.size) {
-			if (zr == 0)
-				return fota_error_set(err, FOTA_E_COMPRESS, "chunk %zu: data after the zstd frame", k);
-			zr = ZSTD_decompressStream(ap->dctx_out, &out, &in);
-			if (ZSTD_isError(zr)) {
-				ZSTD_ErrorCode ec = ZSTD_getErrorCode(zr);
-				if (ec == ZSTD_error_dstSize_tooSmall || ec == ZSTD_error_noForwardProgress_destFull)
-					return fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: output longer than its target_size %llu",
-							      k, (unsigned long long)ch->target_size);
-				return fota_error_set(err, FOTA_E_COMPRESS, "chunk %zu: zstd: %s", k, ZSTD_getErrorName(zr));
-			}
-		}
-	}
-	if (zr != 0)
-		return fota_error_set(err, FOTA_E_COMPRESS, "chunk %zu: truncated zstd frame", k);
-	if (out.pos != ch->target_size)
-		return fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: produced %zu bytes, target_size %llu", k, out.pos,
-				      (unsigned long long)ch->target_size);
-	if (!ap->hs) {
-		uint8_t d[FOTA_SHA256_LEN];
-		fota_sha256(ap->out, out.pos, d);
-		if (memcmp(d, ch->target_sha256, sizeof(d)) != 0)
-			return fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: target sha256 does not match the manifest", k);
-		return fota_storage_write(dst, off, ap->out, out.pos, err);
-	}
-	hasher_submit(ap->hs, ap->out, out.pos);
-	ap->pending = true;
-	ap->pend_k = k;
-	ap->pend_want = ch->target_sha256;
-	fota_status rc = fota_storage_write(dst, off, ap->out, out.pos, err);
-	if (rc != FOTA_OK) {
-		struct fota_error unused = { 0 };
-		(void)check_pending(ap, &unused);
+	fota_status rc = check_pending(ap, err); /* out is about to be overwritten */
+	if (rc != FOTA_OK)
 		return rc;
+	struct hasher *hs = ap->hs && hasher_begin(ap->hs, ap->out) ? ap->hs : NULL;
+	struct zsink z = { .whole = true, .hs = hs, .dst = dst, .off = off,
+			   .rb_follow = ap->rb && dst == ap->dst && off == ap->rb_base };
+	ZSTD_outBuffer out = { ap->out, (size_t)ch->target_size, 0 }; /* the same one in every call */
+	rc = zstd_feed(ap, ap->dctx_out, ch, k, payload, poff, &out, &z, err);
+	if (rc == FOTA_OK && out.pos != ch->target_size)
+		rc = fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: produced %zu bytes, target_size %llu", k, out.pos,
+				    (unsigned long long)ch->target_size);
+	if (hs) {
+		if (rc != FOTA_OK) {
+			hasher_feed(hs, out.pos, true); /* let it finish; the result is not wanted */
+			uint8_t unused[FOTA_SHA256_LEN];
+			hasher_wait(hs, unused);
+			return rc;
+		}
+		ap->pending = true;
+		ap->pend_k = k;
+		ap->pend_want = ch->target_sha256;
+		return defer ? FOTA_OK : check_pending(ap, err);
 	}
-	return defer ? FOTA_OK : check_pending(ap, err);
+	if (rc != FOTA_OK)
+		return rc;
+	uint8_t d[FOTA_SHA256_LEN];
+	fota_sha256(ap->out, out.pos, d);
+	if (memcmp(d, ch->target_sha256, sizeof(d)) != 0)
+		return fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: target sha256 does not match the manifest", k);
+	return FOTA_OK;
 }
 
 /* Produce chunk ch from its verified payload into dst at off; checks size and digest. */
@@ -307,45 +411,9 @@ static int produce(struct applier *ap, const struct fota_chunk *ch, size_t k, st
 	}
 	uint64_t *cum = NULL;
 	if (ch->method == FOTA_METHOD_FULL) {
-		ZSTD_DCtx_reset(ap->dctx, ZSTD_reset_session_only);
-		uint64_t left = ch->payload_size;
-		size_t zr = 1;
-		while (left > 0 && rc == FOTA_OK) {
-			size_t n = left < AGENT_IO_BUF ? (size_t)left : AGENT_IO_BUF;
-			if ((rc = fota_storage_read(payload, poff, a->buf, n, err)) != FOTA_OK)
-				break;
-			poff += n;
-			left -= n;
-			ZSTD_inBuffer in = { a->buf, n, 0 };
-			while (in.pos < in.size && rc == FOTA_OK) {
-				if (zr == 0) {
-					rc = fota_error_set(err, FOTA_E_COMPRESS, "chunk %zu: data after the zstd frame", k);
-					break;
-				}
-				ZSTD_outBuffer out = { a->buf2, AGENT_IO_BUF, 0 };
-				zr = ZSTD_decompressStream(ap->dctx, &out, &in);
-				if (ZSTD_isError(zr)) {
-					rc = fota_error_set(err, FOTA_E_COMPRESS, "chunk %zu: zstd: %s", k, ZSTD_getErrorName(zr));
-					break;
-				}
-				if (out.pos)
-					rc = writer_put(&w, a->buf2, out.pos, err);
-			}
-		}
-		/* flush what the decoder still holds */
-		while (rc == FOTA_OK && zr != 0) {
-			ZSTD_inBuffer in = { NULL, 0, 0 };
-			ZSTD_outBuffer out = { a->buf2, AGENT_IO_BUF, 0 };
-			zr = ZSTD_decompressStream(ap->dctx, &out, &in);
-			if (ZSTD_isError(zr)) {
-				rc = fota_error_set(err, FOTA_E_COMPRESS, "chunk %zu: zstd: %s", k, ZSTD_getErrorName(zr));
-				break;
-			}
-			if (out.pos)
-				rc = writer_put(&w, a->buf2, out.pos, err);
-			else if (zr != 0)
-				rc = fota_error_set(err, FOTA_E_COMPRESS, "chunk %zu: truncated zstd frame", k);
-		}
+		struct zsink z = { .whole = false, .w = &w };
+		ZSTD_outBuffer out = { a->buf2, AGENT_IO_BUF, 0 };
+		rc = zstd_feed(ap, ap->dctx, ch, k, payload, poff, &out, &z, err);
 	} else {
 		cum = malloc((ch->n_source_reads + 1) * sizeof(uint64_t));
 		if (!cum) {
@@ -490,6 +558,7 @@ static int ab_chunk(struct applier *ap, const struct fota_chunk *ch, size_t k, s
  */
 #define RB_BUF (128u << 10) /* the read-back buffer (peak RSS stays under 16 MiB) */
 #define RB_LAG (16u << 20)  /* read back, kept cached this much longer before the drop */
+#define RB_VIEW (512u << 10) /* what this run wrote is hashed through a mapping this large */
 
 struct readback {
 	pthread_t thread;
@@ -497,6 +566,7 @@ struct readback {
 	pthread_cond_t cv;
 	struct fota_storage *dst;
 	uint64_t ready;      /* [0, ready) is written */
+	uint64_t here_from, here_to; /* a range of it written by this run (in the page cache) */
 	uint64_t hashed;     /* [0, hashed) is in the image digest */
 	uint64_t size;
 	bool stop, finish, failed;
@@ -514,11 +584,22 @@ static void *readback_main(void *arg)
 		uint64_t to = r->stop && r->finish ? r->size : r->ready;
 		if (r->hashed < to) {
 			uint64_t from = r->hashed;
-			size_t n = to - from < RB_BUF ? (size_t)(to - from) : RB_BUF;
+			bool here = from >= r->here_from && from < r->here_to;
+			size_t step = here ? RB_VIEW : RB_BUF;
+			uint64_t end = here && r->here_to < to ? r->here_to : to;
+			size_t n = end - from < step ? (size_t)(end - from) : step;
 			pthread_mutex_unlock(&r->mu);
-			bool ok = fota_storage_read(r->dst, from, r->buf, n, &r->err) == FOTA_OK;
+			struct fota_view v;
+			bool ok = true;
+			if (here && fota_storage_view(r->dst, from, n, &v)) {
+				fota_sha256_update(r->h, v.p, n);
+				fota_storage_unview(&v);
+			} else {
+				ok = fota_storage_read(r->dst, from, r->buf, n, &r->err) == FOTA_OK;
+				if (ok)
+					fota_sha256_update(r->h, r->buf, n);
+			}
 			if (ok) {
-				fota_sha256_update(r->h, r->buf, n);
 				if (from + n >= dropped + RB_LAG + RB_LAG / 2) {
 					fota_storage_drop(r->dst, dropped, from + n - RB_LAG - dropped);
 					dropped = from + n - RB_LAG;
@@ -544,6 +625,7 @@ static void *readback_main(void *arg)
 static bool readback_start(struct readback *r, struct fota_storage *dst, const struct fota_image *im)
 {
 	memset(r, 0, sizeof(*r));
+	/* buf is touched (counts in the RSS) only for what this run did not write */
 	if (!dst->concurrent_reads || !(r->h = fota_sha256_new()) || !(r->buf = malloc(RB_BUF)))
 		goto fail;
 	r->dst = dst;
@@ -566,12 +648,17 @@ fail:
 	return false;
 }
 
-/* [0, ready) of the image is written. */
-static void readback_ready(struct readback *r, uint64_t ready)
+/* [0, ready) of the image is written; here: what it adds was written by this run. */
+static void readback_ready(struct readback *r, uint64_t ready, bool here)
 {
 	pthread_mutex_lock(&r->mu);
-	if (ready > r->ready)
+	if (ready > r->ready) {
+		if (here && r->ready != r->here_to)
+			r->here_from = r->ready;
+		if (here)
+			r->here_to = ready;
 		r->ready = ready;
+	}
 	pthread_cond_broadcast(&r->cv);
 	pthread_mutex_unlock(&r->mu);
 }
@@ -681,7 +768,7 @@ int agent_apply(struct agent *a, struct fota_error *err)
 	if (c->mode == FOTA_MODE_AB)
 		rb_on = readback_start(&rb, ap.dst, im);
 	if (rb_on && in_order)
-		readback_ready(&rb, prefix);
+		readback_ready(&rb, prefix, false);
 	/* A/B: progress is journaled at checkpoints, so chunks after the journaled one may be
 	 * written already (a kill keeps them in the page cache); a chunk whose slot range
 	 * already holds its target is done (FORMAT.md 6.2 allows the same in place). Only the
@@ -699,6 +786,9 @@ int agent_apply(struct agent *a, struct fota_error *err)
 		}
 		if (ch->target_offset != prefix)
 			in_order = false;
+		/* produce_whole tells the readback of each slice of a chunk that extends the prefix */
+		ap.rb = rb_on && in_order ? &rb : NULL;
+		ap.rb_base = prefix;
 		if (!scan)
 			x = c->mode == FOTA_MODE_AB ? ab_chunk(&ap, ch, k, err) : inplace_chunk(&ap, ch, k, err);
 		if (x != 0) {
@@ -707,7 +797,7 @@ int agent_apply(struct agent *a, struct fota_error *err)
 		}
 		if (rb_on && in_order) {
 			prefix += ch->target_size;
-			readback_ready(&rb, prefix);
+			readback_ready(&rb, prefix, !scan);
 		}
 		a->j.ap_next = k + 1;
 		a->j.ip_step = 0;
@@ -738,6 +828,7 @@ int agent_apply(struct agent *a, struct fota_error *err)
 	}
 	uint8_t d[FOTA_SHA256_LEN];
 	fota_status hrc;
+	ap.rb = NULL;
 	if (rb_on) {
 		rb_on = false;
 		hrc = readback_end(&rb, true, d, err);
