@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #define ZSTD_STATIC_LINKING_ONLY /* ZSTD_d_stableOutBuffer, exported by libzstd 1.5 */
 #include <zstd.h>
 #include <zstd_errors.h>
@@ -110,172 +111,239 @@ struct applier {
 	ZSTD_DCtx *dctx_out;           /* decodes straight into out (ZSTD_d_stableOutBuffer) */
 	uint8_t *out;                  /* one whole chunk of output; NULL: stream every chunk */
 	size_t out_cap;
-	struct hasher *hs;             /* hashes out as it is decoded; NULL: in line */
+	size_t out_map;                /* out is mapped this long (0: malloc'd) */
+	struct follower *hs, *wr;      /* hash / write out as it is decoded; NULL: in line */
+	bool hs_on, wr_on;             /* ... taking the pending chunk */
 	struct readback *rb;           /* told of each slice that extends rb_base; NULL: none */
 	uint64_t rb_base;              /* the end of the slot's prefix written in target order */
+	bool rb_told;                  /* the chunk's writing tells the read-back itself */
 	bool pending;                  /* out holds chunk pend_k, written, its check not yet seen */
 	size_t pend_k;
 	const uint8_t *pend_want;
 };
 
 /*
- * The target check of a chunk decoded whole runs on a hasher thread: it hashes the
- * output as the decoder produces it (hasher_feed after each payload piece), so the
- * check ends soon after the decode while the main thread writes the chunk and verifies
- * the next payload; the main thread collects the result (check_pending) before it
- * reuses the buffer and before any journal commit, so every chunk journaled as done has
- * been checked.
+ * A chunk decoded whole is taken by two follower threads as the decoder produces it
+ * (follower_feed after each payload piece): the hasher checks its target SHA-256, the
+ * writer writes it to the slot in WRITE_STEP slices and tells the read-back of each, so
+ * the main thread only verifies payloads and decodes, and the check ends soon after the
+ * decode. The main thread collects both (check_pending) before it reuses the buffer,
+ * before any other write or sync of the device and before any journal commit, so every
+ * chunk journaled as done has been written and checked, and the device sees its writes
+ * and syncs in the same order as without the threads.
  */
 #define HASH_STEP (512u << 10) /* the hasher takes at most this much between looks at the queue */
+#define WRITE_STEP (1u << 20)  /* the writer writes slices of at least this much */
 
-struct hasher {
+struct follower;
+/* Take [from, from + n) of the chunk (called without the lock); end: the chunk is over. */
+typedef fota_status (*follow_fn)(struct follower *f, size_t from, size_t n, struct fota_error *err);
+typedef void (*follow_end_fn)(struct follower *f);
+
+struct follower {
 	pthread_t thread;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
+	follow_fn take;
+	follow_end_fn end; /* after the last take of a chunk */
+	size_t step;       /* take at most (hasher) / at least (writer: min) this much */
+	bool min_step;
 	const uint8_t *buf;
-	size_t avail;       /* [0, avail) of buf is decoded */
-	size_t done;        /* [0, done) is hashed */
-	bool last;          /* avail is the whole chunk */
+	size_t avail;      /* [0, avail) of buf is decoded */
+	size_t done;       /* [0, done) is taken */
+	bool last;         /* avail is the whole chunk */
 	bool busy, stop;
+	fota_status rc;    /* the chunk's first failure (the rest is skipped) */
+	struct fota_error err;
+	/* hasher */
 	struct fota_sha256 *h;
 	uint8_t d[FOTA_SHA256_LEN];
+	/* writer */
+	struct fota_storage *dst;
+	uint64_t off;
+	struct readback *rb; /* told of each slice; NULL: not in the read-back's prefix */
 };
 
-static void *hasher_main(void *arg)
+static void readback_ready(struct readback *r, uint64_t ready, bool here);
+
+static fota_status hash_take(struct follower *f, size_t from, size_t n, struct fota_error *err)
 {
-	struct hasher *h = arg;
-	pthread_mutex_lock(&h->mu);
+	fota_sha256_update(f->h, f->buf + from, n);
+	return FOTA_OK;
+}
+
+static void hash_end(struct follower *f)
+{
+	fota_sha256_final(f->h, f->d);
+	fota_sha256_free(f->h);
+	f->h = NULL;
+}
+
+static fota_status write_take(struct follower *f, size_t from, size_t n, struct fota_error *err)
+{
+	fota_status rc = fota_storage_write(f->dst, f->off + from, f->buf + from, n, err);
+	if (rc == FOTA_OK && f->rb)
+		readback_ready(f->rb, f->off + from + n, true);
+	return rc;
+}
+
+/* There is something for the follower to do: a piece to take, or the chunk to end. */
+static bool follower_ready(const struct follower *f)
+{
+	size_t n = f->avail - f->done;
+	if (!f->busy)
+		return false;
+	if (n == 0)
+		return f->last;
+	return !f->min_step || n >= f->step || f->last;
+}
+
+static void *follower_main(void *arg)
+{
+	struct follower *f = arg;
+	pthread_mutex_lock(&f->mu);
 	for (;;) {
-		while (!h->stop && !(h->busy && (h->done < h->avail || h->last)))
-			pthread_cond_wait(&h->cv, &h->mu);
-		if (!h->busy)
-			break;
-		if (h->done < h->avail) {
-			size_t from = h->done;
-			size_t n = h->avail - from < HASH_STEP ? h->avail - from : HASH_STEP;
-			pthread_mutex_unlock(&h->mu);
-			fota_sha256_update(h->h, h->buf + from, n);
-			pthread_mutex_lock(&h->mu);
-			h->done = from + n;
+		while (!f->stop && !follower_ready(f))
+			pthread_cond_wait(&f->cv, &f->mu);
+		if (!follower_ready(f))
+			break; /* stopped */
+		size_t from = f->done, n = f->avail - from;
+		if (n > 0) {
+			if (!f->min_step && n > f->step)
+				n = f->step;
+			bool skip = f->rc != FOTA_OK;
+			pthread_mutex_unlock(&f->mu);
+			struct fota_error e = { 0 };
+			fota_status rc = skip ? FOTA_OK : f->take(f, from, n, &e);
+			pthread_mutex_lock(&f->mu);
+			if (rc != FOTA_OK) {
+				f->rc = rc;
+				f->err = e;
+			}
+			f->done = from + n;
 			continue;
 		}
-		fota_sha256_final(h->h, h->d);
-		fota_sha256_free(h->h);
-		h->h = NULL;
-		h->busy = false;
-		pthread_cond_broadcast(&h->cv);
+		if (f->end)
+			f->end(f);
+		f->busy = false;
+		pthread_cond_broadcast(&f->cv);
 	}
-	pthread_mutex_unlock(&h->mu);
+	pthread_mutex_unlock(&f->mu);
 	return NULL;
 }
 
-/* A started hasher, or NULL (then the check runs in line). */
-static struct hasher *hasher_start(void)
+/* A started follower, or NULL (then its work runs in line). */
+static struct follower *follower_start(follow_fn take, follow_end_fn end, size_t step, bool min_step)
 {
-	struct hasher *h = calloc(1, sizeof(*h));
-	if (!h)
+	struct follower *f = calloc(1, sizeof(*f));
+	if (!f)
 		return NULL;
-	if (pthread_mutex_init(&h->mu, NULL) != 0) {
-		free(h);
-		return NULL;
-	}
-	if (pthread_cond_init(&h->cv, NULL) != 0 || pthread_create(&h->thread, NULL, hasher_main, h) != 0) {
-		pthread_cond_destroy(&h->cv); /* destroying an unused, zeroed condition is harmless */
-		pthread_mutex_destroy(&h->mu);
-		free(h);
+	f->take = take;
+	f->end = end;
+	f->step = step;
+	f->min_step = min_step;
+	if (pthread_mutex_init(&f->mu, NULL) != 0) {
+		free(f);
 		return NULL;
 	}
-	return h;
+	if (pthread_cond_init(&f->cv, NULL) != 0 || pthread_create(&f->thread, NULL, follower_main, f) != 0) {
+		pthread_cond_destroy(&f->cv); /* destroying an unused, zeroed condition is harmless */
+		pthread_mutex_destroy(&f->mu);
+		free(f);
+		return NULL;
+	}
+	return f;
 }
 
-/* A new chunk in buf (not busy); false when out of memory. */
-static bool hasher_begin(struct hasher *h, const uint8_t *buf)
+/* A new chunk in buf (the follower is idle). */
+static void follower_begin(struct follower *f, const uint8_t *buf)
 {
-	struct fota_sha256 *ctx = fota_sha256_new();
-	if (!ctx)
-		return false;
-	pthread_mutex_lock(&h->mu);
-	h->h = ctx;
-	h->buf = buf;
-	h->avail = h->done = 0;
-	h->last = false;
-	h->busy = true;
-	pthread_mutex_unlock(&h->mu);
-	return true;
+	pthread_mutex_lock(&f->mu);
+	f->buf = buf;
+	f->avail = f->done = 0;
+	f->last = false;
+	f->rc = FOTA_OK;
+	f->busy = true;
+	pthread_mutex_unlock(&f->mu);
 }
 
-/* [0, avail) of the chunk is there to hash; last: that is all of it. */
-static void hasher_feed(struct hasher *h, size_t avail, bool last)
+/* [0, avail) of the chunk is there to take; last: that is all of it. */
+static void follower_feed(struct follower *f, size_t avail, bool last)
 {
-	pthread_mutex_lock(&h->mu);
-	h->avail = avail;
-	h->last = last;
-	pthread_cond_broadcast(&h->cv);
-	pthread_mutex_unlock(&h->mu);
+	pthread_mutex_lock(&f->mu);
+	f->avail = avail;
+	f->last = last;
+	pthread_cond_broadcast(&f->cv);
+	pthread_mutex_unlock(&f->mu);
 }
 
-static void hasher_wait(struct hasher *h, uint8_t out[FOTA_SHA256_LEN])
+/* Wait until the chunk is taken; its first failure (in err), if any. */
+static fota_status follower_wait(struct follower *f, struct fota_error *err)
 {
-	pthread_mutex_lock(&h->mu);
-	while (h->busy)
-		pthread_cond_wait(&h->cv, &h->mu);
-	memcpy(out, h->d, FOTA_SHA256_LEN);
-	pthread_mutex_unlock(&h->mu);
+	pthread_mutex_lock(&f->mu);
+	while (f->busy)
+		pthread_cond_wait(&f->cv, &f->mu);
+	fota_status rc = f->rc;
+	if (rc != FOTA_OK && err)
+		*err = f->err;
+	pthread_mutex_unlock(&f->mu);
+	return rc;
 }
 
 /* NULL does nothing. */
-static void hasher_stop(struct hasher *h)
+static void follower_stop(struct follower *f)
 {
-	if (!h)
+	if (!f)
 		return;
-	pthread_mutex_lock(&h->mu);
-	h->stop = true;
-	pthread_cond_broadcast(&h->cv);
-	pthread_mutex_unlock(&h->mu);
-	pthread_join(h->thread, NULL);
-	fota_sha256_free(h->h);
-	pthread_cond_destroy(&h->cv);
-	pthread_mutex_destroy(&h->mu);
-	free(h);
+	pthread_mutex_lock(&f->mu);
+	f->stop = true;
+	pthread_cond_broadcast(&f->cv);
+	pthread_mutex_unlock(&f->mu);
+	pthread_join(f->thread, NULL);
+	fota_sha256_free(f->h);
+	pthread_cond_destroy(&f->cv);
+	pthread_mutex_destroy(&f->mu);
+	free(f);
 }
 
-/* The result of the chunk check still running, if any. */
+/* The chunk the followers still take, if any: written, and its check. */
 static fota_status check_pending(struct applier *ap, struct fota_error *err)
 {
 	if (!ap->pending)
 		return FOTA_OK;
 	ap->pending = false;
-	uint8_t d[FOTA_SHA256_LEN];
-	hasher_wait(ap->hs, d);
-	if (memcmp(d, ap->pend_want, sizeof(d)) != 0)
+	fota_status rc = FOTA_OK, hrc = FOTA_OK;
+	if (ap->wr_on)
+		rc = follower_wait(ap->wr, err);
+	if (ap->hs_on)
+		hrc = follower_wait(ap->hs, NULL);
+	if (rc != FOTA_OK)
+		return rc;
+	if (hrc == FOTA_OK && ap->hs_on && memcmp(ap->hs->d, ap->pend_want, FOTA_SHA256_LEN) != 0)
 		return fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: target sha256 does not match the manifest",
 				      ap->pend_k);
 	return FOTA_OK;
 }
 
-static void readback_ready(struct readback *r, uint64_t ready, bool here);
-
 /* The largest chunk decoded whole into memory (the zstd window it replaces is as large:
  * a decoder writing into a buffer that holds the whole frame needs no window of its own). */
 #define OUT_MAX (4u << 20)
-/* A chunk decoded whole is written in slices of at least this much as it is decoded. */
-#define WRITE_STEP (1u << 20)
 
 /*
  * Where the decoder's output goes. Streaming (whole false): out is a->buf2, every call's
  * output is written through the writer (which hashes it) and out starts over. Whole:
  * out is ap->out for the whole chunk (the same buffer in every call, as
- * ZSTD_d_stableOutBuffer requires); what is new goes to the hasher at once and to the
- * slot in WRITE_STEP slices, and the readback is told of each slice.
+ * ZSTD_d_stableOutBuffer requires); what is new goes to the followers at once, or, for
+ * one that could not start, is handled in line (the write here, the hash at the end).
  */
 struct zsink {
 	bool whole;
 	struct writer *w;   /* streaming */
-	struct hasher *hs;  /* whole: NULL when the check runs in line afterwards */
+	struct follower *hs, *wr; /* whole: the followers taking this chunk (NULL: in line) */
 	struct fota_storage *dst;
 	uint64_t off;       /* whole: where the chunk goes */
-	size_t written;     /* whole: [0, written) of out is written */
-	bool rb_follow;     /* whole: the chunk continues the readback's written prefix */
+	size_t written;     /* whole, writing in line: [0, written) of out is written */
+	struct readback *rb; /* whole: told of each slice; NULL: none */
 };
 
 static fota_status zsink_take(struct applier *ap, struct zsink *z, ZSTD_outBuffer *out, bool end,
@@ -287,7 +355,11 @@ static fota_status zsink_take(struct applier *ap, struct zsink *z, ZSTD_outBuffe
 		return rc;
 	}
 	if (z->hs)
-		hasher_feed(z->hs, out->pos, end);
+		follower_feed(z->hs, out->pos, end);
+	if (z->wr) {
+		follower_feed(z->wr, out->pos, end);
+		return FOTA_OK;
+	}
 	if (out->pos - z->written < WRITE_STEP && !(end && out->pos > z->written))
 		return FOTA_OK;
 	fota_status rc = fota_storage_write(z->dst, z->off + z->written, ap->out + z->written, out->pos - z->written,
@@ -295,8 +367,8 @@ static fota_status zsink_take(struct applier *ap, struct zsink *z, ZSTD_outBuffe
 	if (rc != FOTA_OK)
 		return rc;
 	z->written = out->pos;
-	if (z->rb_follow)
-		readback_ready(ap->rb, z->off + z->written, true);
+	if (z->rb)
+		readback_ready(z->rb, z->off + z->written, true);
 	return FOTA_OK;
 }
 
@@ -352,9 +424,8 @@ static fota_status zstd_feed(struct applier *ap, ZSTD_DCtx *dctx, const struct f
 
 /*
  * A full chunk small enough for ap->out: decode it whole into memory, written in slices
- * as it comes while the hasher checks its target SHA-256 (in line without a hasher).
- * With defer the check may still be running on return (check_pending collects it);
- * without, it is done.
+ * and hashed as it comes (by the followers, or in line). With defer the followers may
+ * still be taking it on return (check_pending collects them); without, all is done.
  */
 static fota_status produce_whole(struct applier *ap, const struct fota_chunk *ch, size_t k,
 				 struct fota_storage *payload, uint64_t poff, struct fota_storage *dst, uint64_t off,
@@ -363,33 +434,53 @@ static fota_status produce_whole(struct applier *ap, const struct fota_chunk *ch
 	fota_status rc = check_pending(ap, err); /* out is about to be overwritten */
 	if (rc != FOTA_OK)
 		return rc;
-	struct hasher *hs = ap->hs && hasher_begin(ap->hs, ap->out) ? ap->hs : NULL;
-	struct zsink z = { .whole = true, .hs = hs, .dst = dst, .off = off,
-			   .rb_follow = ap->rb && dst == ap->dst && off == ap->rb_base };
+	struct zsink z = { .whole = true, .dst = dst, .off = off,
+			   .rb = ap->rb && dst == ap->dst && off == ap->rb_base ? ap->rb : NULL };
+	struct fota_sha256 *h = ap->hs ? fota_sha256_new() : NULL;
+	ap->hs_on = h != NULL;
+	if (ap->hs_on) {
+		ap->hs->h = h;
+		follower_begin(ap->hs, ap->out);
+		z.hs = ap->hs;
+	}
+	ap->wr_on = ap->wr && dst->concurrent_reads;
+	if (ap->wr_on) {
+		ap->wr->dst = dst;
+		ap->wr->off = off;
+		ap->wr->rb = z.rb;
+		ap->rb_told = z.rb != NULL;
+		follower_begin(ap->wr, ap->out);
+		z.wr = ap->wr;
+	}
+	ap->pending = true;
+	ap->pend_k = k;
+	ap->pend_want = ch->target_sha256;
 	ZSTD_outBuffer out = { ap->out, (size_t)ch->target_size, 0 }; /* the same one in every call */
 	rc = zstd_feed(ap, ap->dctx_out, ch, k, payload, poff, &out, &z, err);
 	if (rc == FOTA_OK && out.pos != ch->target_size)
 		rc = fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: produced %zu bytes, target_size %llu", k, out.pos,
 				    (unsigned long long)ch->target_size);
-	if (hs) {
-		if (rc != FOTA_OK) {
-			hasher_feed(hs, out.pos, true); /* let it finish; the result is not wanted */
-			uint8_t unused[FOTA_SHA256_LEN];
-			hasher_wait(hs, unused);
-			return rc;
-		}
-		ap->pending = true;
-		ap->pend_k = k;
-		ap->pend_want = ch->target_sha256;
-		return defer ? FOTA_OK : check_pending(ap, err);
-	}
-	if (rc != FOTA_OK)
+	if (rc != FOTA_OK) {
+		/* let the followers finish what they have; their results are not wanted */
+		if (ap->hs_on)
+			follower_feed(ap->hs, out.pos, true);
+		if (ap->wr_on)
+			follower_feed(ap->wr, out.pos, true);
+		struct fota_error unused = { 0 };
+		(void)check_pending(ap, &unused);
 		return rc;
-	uint8_t d[FOTA_SHA256_LEN];
-	fota_sha256(ap->out, out.pos, d);
-	if (memcmp(d, ch->target_sha256, sizeof(d)) != 0)
-		return fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: target sha256 does not match the manifest", k);
-	return FOTA_OK;
+	}
+	if (!ap->hs_on) {
+		uint8_t d[FOTA_SHA256_LEN];
+		fota_sha256(ap->out, out.pos, d);
+		if (memcmp(d, ch->target_sha256, sizeof(d)) != 0) {
+			struct fota_error unused = { 0 };
+			(void)check_pending(ap, &unused);
+			return fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: target sha256 does not match the manifest",
+					      k);
+		}
+	}
+	return defer ? FOTA_OK : check_pending(ap, err);
 }
 
 /* Produce chunk ch from its verified payload into dst at off; checks size and digest. */
@@ -404,6 +495,8 @@ static int produce(struct applier *ap, const struct fota_chunk *ch, size_t k, st
 			return agent_fail(a, AGENT_EXIT_IO);
 		return rc == FOTA_OK ? AGENT_EXIT_OK : agent_fail(a, rc == FOTA_E_IO ? AGENT_EXIT_IO : agent_exit_for(rc));
 	}
+	if ((rc = check_pending(ap, err)) != FOTA_OK) /* the writer is done with dst */
+		return agent_fail(a, rc == FOTA_E_IO ? AGENT_EXIT_IO : agent_exit_for(rc));
 	struct writer w = { dst, off, 0, ch->target_size, fota_sha256_new() };
 	if (!w.h) {
 		fota_error_set(err, FOTA_E_NOMEM, "out of memory");
@@ -531,6 +624,44 @@ static int inplace_chunk(struct applier *ap, const struct fota_chunk *ch, size_t
 	return check_range(ap, ap->dst, ch->target_offset, ch->target_size, ch->target_sha256, "target", k, err);
 }
 
+/*
+ * *holds: the slot range of chunk ch already holds its target. With the hasher, the
+ * range is read into ap->out piece by piece while the hasher hashes what came in.
+ */
+static fota_status slot_holds(struct applier *ap, const struct fota_chunk *ch, bool *holds, struct fota_error *err)
+{
+	uint8_t d[FOTA_SHA256_LEN];
+	fota_status rc;
+	struct fota_sha256 *h = NULL;
+	*holds = false;
+	if (ap->hs && ch->target_size <= ap->out_cap) {
+		if ((rc = check_pending(ap, err)) != FOTA_OK) /* out is about to be overwritten */
+			return rc;
+		h = fota_sha256_new();
+	}
+	if (!h) {
+		rc = agent_hash_range(ap->a, ap->dst, ch->target_offset, ch->target_size, d, err);
+		*holds = rc == FOTA_OK && memcmp(d, ch->target_sha256, sizeof(d)) == 0;
+		return rc;
+	}
+	ap->hs->h = h;
+	follower_begin(ap->hs, ap->out);
+	size_t size = (size_t)ch->target_size, got = 0;
+	rc = FOTA_OK;
+	while (got < size) {
+		size_t n = size - got < HASH_STEP ? size - got : HASH_STEP;
+		if ((rc = fota_storage_read(ap->dst, ch->target_offset + got, ap->out + got, n, err)) != FOTA_OK)
+			break;
+		got += n;
+		follower_feed(ap->hs, got, got == size);
+	}
+	if (got < size || size == 0)
+		follower_feed(ap->hs, got, true);
+	(void)follower_wait(ap->hs, NULL);
+	*holds = rc == FOTA_OK && memcmp(ap->hs->d, ch->target_sha256, sizeof(d)) == 0;
+	return rc;
+}
+
 static int ab_chunk(struct applier *ap, const struct fota_chunk *ch, size_t k, struct fota_error *err)
 {
 	struct fota_storage *pst;
@@ -558,7 +689,7 @@ static int ab_chunk(struct applier *ap, const struct fota_chunk *ch, size_t k, s
  */
 #define RB_BUF (128u << 10) /* the read-back buffer (peak RSS stays under 16 MiB) */
 #define RB_LAG (16u << 20)  /* read back, kept cached this much longer before the drop */
-#define RB_VIEW (512u << 10) /* what this run wrote is hashed through a mapping this large */
+#define RB_VIEW (256u << 10) /* what this run wrote is hashed through a mapping this large */
 
 struct readback {
 	pthread_t thread;
@@ -595,6 +726,7 @@ static void *readback_main(void *arg)
 				fota_sha256_update(r->h, v.p, n);
 				fota_storage_unview(&v);
 			} else {
+				n = n < RB_BUF ? n : RB_BUF; /* no view: read what buf holds */
 				ok = fota_storage_read(r->dst, from, r->buf, n, &r->err) == FOTA_OK;
 				if (ok)
 					fota_sha256_update(r->h, r->buf, n);
@@ -690,6 +822,43 @@ static fota_status readback_end(struct readback *r, bool finish, uint8_t out[FOT
 	return rc;
 }
 
+/*
+ * The chunk buffer. When its size is a multiple of 2 MiB it is anonymous memory aligned
+ * to 2 MiB and marked for transparent huge pages (MADV_HUGEPAGE; no page then reaches
+ * past the buffer, so the RSS is the same), so that the first chunk faults a few large
+ * pages in instead of a thousand small ones; else malloc. *map: the mapped length (0:
+ * malloc'd).
+ */
+#define HUGE_PAGE (2u << 20)
+
+static uint8_t *out_alloc(size_t cap, size_t *map)
+{
+	*map = 0;
+	if (cap == 0 || cap % HUGE_PAGE != 0)
+		return malloc(cap);
+	size_t len = cap + HUGE_PAGE;
+	uint8_t *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return malloc(cap);
+	size_t head = (HUGE_PAGE - (size_t)((uintptr_t)p % HUGE_PAGE)) % HUGE_PAGE;
+	if (head > 0)
+		(void)munmap(p, head);
+	if (len - head - cap > 0)
+		(void)munmap(p + head + cap, len - head - cap);
+	(void)madvise(p + head, cap, MADV_HUGEPAGE);
+	*map = cap;
+	return p + head;
+}
+
+/* NULL does nothing. */
+static void out_free(uint8_t *p, size_t map)
+{
+	if (p && map > 0)
+		(void)munmap(p, map);
+	else
+		free(p);
+}
+
 int agent_apply(struct agent *a, struct fota_error *err)
 {
 	const struct fota_manifest *m = a->m;
@@ -737,9 +906,13 @@ int agent_apply(struct agent *a, struct fota_error *err)
 		if (ap.dctx_out &&
 		    !ZSTD_isError(ZSTD_DCtx_setParameter(ap.dctx_out, ZSTD_d_windowLogMax, (int)m->window_log)) &&
 		    !ZSTD_isError(ZSTD_DCtx_setParameter(ap.dctx_out, ZSTD_d_stableOutBuffer, 1)))
-			ap.out = malloc(ap.out_cap);
-		if (ap.out)
-			ap.hs = hasher_start();
+			ap.out = out_alloc(ap.out_cap, &ap.out_map);
+		if (ap.out) {
+			ap.hs = follower_start(hash_take, hash_end, HASH_STEP, false);
+			/* the writer needs a device that takes writes from another thread */
+			if (ap.dst->concurrent_reads)
+				ap.wr = follower_start(write_take, NULL, WRITE_STEP, true);
+		}
 	}
 	if (!a->j.source_ok) {
 		if (im->has_source) {
@@ -776,19 +949,16 @@ int agent_apply(struct agent *a, struct fota_error *err)
 	bool scan = c->mode == FOTA_MODE_AB;
 	for (size_t k = (size_t)a->j.ap_next; k < n; k++) {
 		const struct fota_chunk *ch = &im->chunks[k];
-		if (scan) {
-			uint8_t h[FOTA_SHA256_LEN];
-			if (agent_hash_range(a, ap.dst, ch->target_offset, ch->target_size, h, err) != FOTA_OK) {
-				x = agent_fail(a, AGENT_EXIT_IO);
-				goto out;
-			}
-			scan = memcmp(h, ch->target_sha256, sizeof(h)) == 0;
+		if (scan && slot_holds(&ap, ch, &scan, err) != FOTA_OK) {
+			x = agent_fail(a, AGENT_EXIT_IO);
+			goto out;
 		}
 		if (ch->target_offset != prefix)
 			in_order = false;
 		/* produce_whole tells the readback of each slice of a chunk that extends the prefix */
 		ap.rb = rb_on && in_order ? &rb : NULL;
 		ap.rb_base = prefix;
+		ap.rb_told = false;
 		if (!scan)
 			x = c->mode == FOTA_MODE_AB ? ab_chunk(&ap, ch, k, err) : inplace_chunk(&ap, ch, k, err);
 		if (x != 0) {
@@ -797,7 +967,8 @@ int agent_apply(struct agent *a, struct fota_error *err)
 		}
 		if (rb_on && in_order) {
 			prefix += ch->target_size;
-			readback_ready(&rb, prefix, !scan);
+			if (!ap.rb_told)
+				readback_ready(&rb, prefix, !scan);
 		}
 		a->j.ap_next = k + 1;
 		a->j.ip_step = 0;
@@ -849,10 +1020,12 @@ out:
 		uint8_t unused[FOTA_SHA256_LEN];
 		(void)readback_end(&rb, false, unused, NULL);
 	}
-	hasher_stop(ap.hs); /* after a pending check: it finishes hashing first */
+	/* a pending chunk was fed whole: they finish it first */
+	follower_stop(ap.hs);
+	follower_stop(ap.wr);
 	ZSTD_freeDCtx(ap.dctx);
 	ZSTD_freeDCtx(ap.dctx_out);
-	free(ap.out);
+	out_free(ap.out, ap.out_map);
 	if (ap.src != ap.dst)
 		fota_storage_close(ap.src);
 	fota_storage_close(ap.dst);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "../../agent/journal.h"
 #include "test_agent_util.h"
@@ -102,7 +103,7 @@ static fota_status wrap_storage(struct probe *p, struct fota_storage *in, bool w
 		return fota_error_set(err, FOTA_E_NOMEM, "probe: out of memory");
 	}
 	w->base.ops = &wrap_ops;
-	w->base.concurrent_reads = false;
+	w->base.concurrent_reads = in->concurrent_reads; /* it adds no state a read touches */
 	snprintf(w->base.name, sizeof(w->base.name), "%s", in->name);
 	w->in = in;
 	w->p = p;
@@ -488,3 +489,233 @@ static void add_drop(CU_pSuite s)
 	UNIT_ADD(s, test_agent_apply_drop_sim_ignored);
 }
 UNIT_SUITE("agent/apply_drop", add_drop)
+
+/*
+ * Suite agent/apply_file: A/B from the store-mode cache on the production file backend,
+ * where the apply runs its threads (each full chunk decoded whole is hashed and written
+ * by two follower threads (the hash in slices) while the read-back thread hashes the slot through
+ * read-only views): the slot ends exactly the target, and a slot whose leading chunks
+ * already hold their target is not written there (the resume scan).
+ */
+#define FCHUNK (1u << 20) /* the test packages' window (2^20) bounds a chunk */
+#define FLEN ((size_t)5 * FCHUNK + 12345)
+
+struct fdev {
+	char dir[600], slot_a[700], slot_b[700], state[700], pkg[700], url[760];
+	uint8_t *src, *dst;
+};
+
+/* Images, the package (full chunks of FCHUNK) and a state directory under tag. */
+static int fdev_init(struct fdev *f, const char *tag)
+{
+	memset(f, 0, sizeof(*f));
+	snprintf(f->dir, sizeof(f->dir), "%s/apply-file-%s", unit_tmpdir(), tag);
+	snprintf(f->slot_a, sizeof(f->slot_a), "%s/a.img", f->dir);
+	snprintf(f->slot_b, sizeof(f->slot_b), "%s/b.img", f->dir);
+	snprintf(f->state, sizeof(f->state), "%s/state", f->dir);
+	snprintf(f->pkg, sizeof(f->pkg), "%s/p.fota", f->dir);
+	snprintf(f->url, sizeof(f->url), "file://%s", f->pkg);
+	f->src = malloc(FLEN);
+	f->dst = malloc(FLEN);
+	if (!f->src || !f->dst || mkdir(f->dir, 0700) != 0 || mkdir(f->state, 0700) != 0)
+		return -1;
+	unit_fill_random(f->src, FLEN, 91);
+	/* compressible and incompressible stretches, as firmware has */
+	unit_fill_random(f->dst, FLEN, 92);
+	for (size_t i = 0; i + 65536 <= FLEN; i += 65536)
+		memset(f->dst + i, (int)(i >> 16), i % (3 * 65536) == 0 ? 65536 : 20000);
+	struct tpkg o = { .mode = FOTA_MODE_AB, .chunk = FCHUNK, .corrupt_chunk = -1 };
+	return tagent_build(f->pkg, f->src, FLEN, f->dst, FLEN, &o);
+}
+
+static void fdev_free(struct fdev *f)
+{
+	free(f->src);
+	free(f->dst);
+}
+
+static int write_whole(const char *path, const uint8_t *data, size_t len)
+{
+	FILE *fp = fopen(path, "wb");
+	if (!fp)
+		return -1;
+	int rc = fwrite(data, 1, len, fp) == len ? 0 : -1;
+	return fclose(fp) == 0 ? rc : -1;
+}
+
+/* download-and-update through the file backend (devices dv); 0 on success, msg the error. */
+static int fdev_run(struct fdev *f, struct fota_devices dv, char *msg, size_t cap)
+{
+	char *text = NULL;
+	const char *pki = tagent_pki();
+	if (!pki ||
+	    asprintf(&text,
+		     "[device]\nmode = ab\nslot_a = %s\nslot_b = %s\nactive_slot = a\nmodel = HX-100\n"
+		     "security_version = 0\n[agent]\nstate_dir = %s\ntrust = %s/root.pem\n[download]\n"
+		     "retry_window_minutes = 1\nbackoff_base_seconds = 1\nbackoff_max_seconds = 8\nmode = store\n",
+		     f->slot_a, f->slot_b, f->state, pki) < 0)
+		return -1;
+	struct agent_config *cfg = NULL;
+	struct fota_store *st = NULL;
+	struct fota_error err;
+	fota_error_clear(&err);
+	int rc = -1;
+	struct tclock ck = { 0 };
+	ck.now_ms = 1700000000000;
+	if (agent_config_parse(text, "file.conf", &cfg, &err) == FOTA_OK &&
+	    fota_dirstore_open(f->state, &st, &err) == FOTA_OK) {
+		struct agent_env env = { cfg, st, dv, tagent_clock(&ck), NULL };
+		struct agent *a = NULL;
+		if (agent_open(&env, &a, &err) == FOTA_OK) {
+			rc = agent_download(a, f->url, true, &err);
+			agent_close(a);
+		}
+	}
+	snprintf(msg, cap, "%s", err.msg);
+	fota_store_close(st);
+	agent_config_free(cfg);
+	free(text);
+	return rc;
+}
+
+static bool file_is(const char *path, const uint8_t *want, size_t len)
+{
+	size_t n = 0;
+	uint8_t *got = unit_read_file(path, &n);
+	bool ok = got && n >= len && memcmp(got, want, len) == 0;
+	free(got);
+	return ok;
+}
+
+static void test_agent_apply_file_ab_exact(void)
+{
+	struct fdev f;
+	CU_ASSERT_EQUAL_FATAL(fdev_init(&f, "exact"), 0);
+	uint8_t *junk = malloc(FLEN + 8192);
+	CU_ASSERT_FATAL(junk != NULL);
+	unit_fill_random(junk, FLEN + 8192, 93);
+	CU_ASSERT_EQUAL_FATAL(write_whole(f.slot_a, f.src, FLEN), 0);
+	CU_ASSERT_EQUAL_FATAL(write_whole(f.slot_b, junk, FLEN + 8192), 0);
+	char msg[FOTA_ERROR_MSG_MAX];
+	CU_ASSERT_EQUAL(fdev_run(&f, fota_file_devices, msg, sizeof(msg)), 0);
+	if (msg[0])
+		fprintf(stderr, "apply_file: %s\n", msg);
+	CU_ASSERT(file_is(f.slot_b, f.dst, FLEN));
+	/* the slot's tail past the image is not written */
+	size_t n = 0;
+	uint8_t *b = unit_read_file(f.slot_b, &n);
+	CU_ASSERT(b && n == FLEN + 8192 && memcmp(b + FLEN, junk + FLEN, 8192) == 0);
+	free(b);
+	CU_ASSERT(file_is(f.slot_a, f.src, FLEN));
+	free(junk);
+	fdev_free(&f);
+}
+
+/* The slot already holds the first chunks (a killed run wrote them): they are hashed,
+ * found done and not written again; the rest is applied; the image check reads them. */
+static void test_agent_apply_file_ab_scan(void)
+{
+	struct fdev f;
+	CU_ASSERT_EQUAL_FATAL(fdev_init(&f, "scan"), 0);
+	uint8_t *b = malloc(FLEN);
+	CU_ASSERT_FATAL(b != NULL);
+	unit_fill_random(b, FLEN, 94);
+	memcpy(b, f.dst, 2 * FCHUNK);
+	CU_ASSERT_EQUAL_FATAL(write_whole(f.slot_a, f.src, FLEN), 0);
+	CU_ASSERT_EQUAL_FATAL(write_whole(f.slot_b, b, FLEN), 0);
+	/* every write to the slot is checked against the target, those to the first two
+	 * chunks are counted */
+	struct probe p = { .want = f.dst, .want_len = FLEN, .watch = f.slot_b, .lo = 0, .hi = 2 * FCHUNK,
+			   .inner_dev = fota_file_devices };
+	char msg[FOTA_ERROR_MSG_MAX];
+	CU_ASSERT_EQUAL(fdev_run(&f, (struct fota_devices){ &p, probe_dev_open }, msg, sizeof(msg)), 0);
+	if (msg[0])
+		fprintf(stderr, "apply_file: %s\n", msg);
+	CU_ASSERT(file_is(f.slot_b, f.dst, FLEN));
+	CU_ASSERT(p.writes > 0);
+	CU_ASSERT_EQUAL(p.bad_writes, 0);
+	CU_ASSERT_EQUAL(p.range_writes, 0);
+	free(b);
+	fdev_free(&f);
+}
+
+/* A write that reaches the slot different from what was decoded and checked (a bad
+ * device or driver): the chunk checks pass on the decoded bytes, the image check reads
+ * the slot back and fails the update; nothing is journaled as applied. */
+static fota_status corrupt_dev_open(void *ctx, const char *path, bool writable, struct fota_storage **out,
+				    struct fota_error *err)
+{
+	struct probe *p = ctx;
+	struct fota_storage *in = NULL;
+	fota_status rc = fota_file_open(path, writable, &in, err);
+	if (rc != FOTA_OK)
+		return rc;
+	return wrap_storage(p, in, false, strcmp(path, p->watch) == 0, out, err);
+}
+
+static void test_agent_apply_file_ab_bad_write(void)
+{
+	struct fdev f;
+	CU_ASSERT_EQUAL_FATAL(fdev_init(&f, "badwrite"), 0);
+	CU_ASSERT_EQUAL_FATAL(write_whole(f.slot_a, f.src, FLEN), 0);
+	CU_ASSERT_EQUAL_FATAL(write_whole(f.slot_b, f.src, FLEN), 0);
+	struct probe p = { .watch = f.slot_b, .corrupt_left = 1 };
+	char msg[FOTA_ERROR_MSG_MAX];
+	CU_ASSERT_EQUAL(fdev_run(&f, (struct fota_devices){ &p, corrupt_dev_open }, msg, sizeof(msg)), AGENT_EXIT_CORRUPT);
+	CU_ASSERT_EQUAL(p.corrupted, 1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(msg, "sha256 of the written target does not match"));
+	CU_ASSERT_FALSE(file_is(f.slot_b, f.dst, FLEN));
+	CU_ASSERT(file_is(f.slot_a, f.src, FLEN));
+	fdev_free(&f);
+}
+
+/* fota_storage_view: a view of any range of a file reads what the file holds; the
+ * simulation backend has none (callers read instead). */
+static void test_agent_apply_file_view(void)
+{
+	enum { LEN = 300000 };
+	uint8_t *data = malloc(LEN);
+	CU_ASSERT_FATAL(data != NULL);
+	unit_fill_random(data, LEN, 95);
+	char *path = unit_write_file("view.img", "", 0);
+	CU_ASSERT_FATAL(path != NULL);
+	struct fota_storage *s = NULL;
+	struct fota_error err;
+	fota_error_clear(&err);
+	CU_ASSERT_EQUAL_FATAL(fota_file_open(path, true, &s, &err), FOTA_OK);
+	CU_ASSERT_EQUAL(fota_storage_write(s, 0, data, LEN, &err), FOTA_OK);
+	struct fota_view v;
+	static const uint64_t offs[] = { 0, 1, 4095, 4096, 123457 };
+	for (size_t i = 0; i < sizeof(offs) / sizeof(offs[0]); i++) {
+		size_t len = LEN - (size_t)offs[i] - 17;
+		CU_ASSERT_FATAL(fota_storage_view(s, offs[i], len, &v));
+		CU_ASSERT_EQUAL(memcmp(v.p, data + offs[i], len), 0);
+		fota_storage_unview(&v);
+		CU_ASSERT_PTR_NULL(v.p);
+	}
+	CU_ASSERT_FALSE(fota_storage_view(s, 0, 0, &v));
+	CU_ASSERT_FALSE(fota_storage_view(s, UINT64_MAX - 10, 100, &v));
+	CU_ASSERT_FALSE(fota_storage_view(NULL, 0, 1, &v));
+	fota_storage_unview(&v); /* a zeroed view: nothing */
+	fota_storage_close(s);
+
+	struct fota_sim *sim = fota_sim_new();
+	CU_ASSERT_FATAL(sim != NULL);
+	CU_ASSERT_EQUAL_FATAL(fota_sim_dev_set(sim, "slot_b", data, 4096), FOTA_OK);
+	struct fota_devices dv = fota_sim_devices(sim);
+	CU_ASSERT_EQUAL_FATAL(dv.open(dv.ctx, "slot_b", false, &s, &err), FOTA_OK);
+	CU_ASSERT_FALSE(fota_storage_view(s, 0, 4096, &v));
+	fota_storage_close(s);
+	fota_sim_free(sim);
+	free(path);
+	free(data);
+}
+
+static void add_file(CU_pSuite s)
+{
+	UNIT_ADD(s, test_agent_apply_file_ab_exact);
+	UNIT_ADD(s, test_agent_apply_file_ab_scan);
+	UNIT_ADD(s, test_agent_apply_file_ab_bad_write);
+	UNIT_ADD(s, test_agent_apply_file_view);
+}
+UNIT_SUITE("agent/apply_file", add_file)
