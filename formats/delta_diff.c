@@ -150,18 +150,7 @@ static inline int64_t sa_at(const struct matcher *m, int64_t i)
 static int64_t matchlen(const uint8_t *a, int64_t alen, const uint8_t *b, int64_t blen)
 {
 	int64_t n = alen < blen ? alen : blen;
-	int64_t i = 0;
-	while (i + 8 <= n) {
-		uint64_t x, y;
-		memcpy(&x, a + i, 8);
-		memcpy(&y, b + i, 8);
-		if (x != y)
-			return i + (__builtin_ctzll(x ^ y) >> 3);
-		i += 8;
-	}
-	while (i < n && a[i] == b[i])
-		i++;
-	return i;
+	return n > 0 ? (int64_t)delta_common_len(a, b, (size_t)n) : 0;
 }
 
 /* Longest match of new[0..nlen) among old suffixes; returns its length, *pos its offset. */

@@ -126,6 +126,7 @@ struct block {
 
 struct plan {
 	int a64;                    /* code window blocks through the AArch64 filter */
+	int own;                    /* window blocks by our parser (delta_parse.c) */
 	size_t wmem;                /* budget of the compressors of all jobs running at once:
 	                             * WINDOW_MEM_NUM/DEN of the images */
 	size_t tmem;                /* budget of one window block's compressor (SIZE_MAX: none) */
@@ -565,29 +566,41 @@ static void run_window(struct job *j)
 	if (wl < DELTA_WLOG_MIN)
 		wl = DELTA_WLOG_MIN;
 	ZSTD_compressionParameters wcp = level_params(j->level, wl, k->new_len, k->src_len, p->tmem);
-	size_t held = mem_enter(p, ZSTD_estimateCCtxSize_usingCParams(wcp) + ZSTD_compressBound((size_t)k->new_len) +
-					      (p->a64 ? (size_t)(k->src_len + k->new_len) : 0));
+	uint64_t pmem = p->own ? delta_parse_mem(k->src_len, k->new_len, wl) : UINT64_MAX;
+	/* our parser, unless the budget cannot hold it (then zstd's, its tables shrunk) */
+	int own = pmem <= p->tmem;
+	size_t cmem = own ? (size_t)pmem : ZSTD_estimateCCtxSize_usingCParams(wcp);
+	if (own && j->estimate && j->level > WINDOW_PRE_LEVEL) {
+		ZSTD_compressionParameters pcp = level_params(WINDOW_PRE_LEVEL, wl, k->new_len, k->src_len, p->tmem);
+		if (ZSTD_estimateCCtxSize_usingCParams(pcp) > cmem)
+			cmem = ZSTD_estimateCCtxSize_usingCParams(pcp);
+	}
+	size_t held = mem_enter(p, cmem + ZSTD_compressBound((size_t)k->new_len) +
+					      (own || p->a64 ? (size_t)(k->src_len + k->new_len) + DELTA_PARSE_PAD : 0));
 	ZSTD_CCtx *cc = ZSTD_createCCtx();
 	size_t cap = ZSTD_compressBound((size_t)k->new_len);
-	uint8_t *dst = malloc(cap), *fpre = NULL, *fnew = NULL;
+	uint8_t *dst = malloc(cap), *wb = NULL;
 	const uint8_t *pre = p->old + k->src_off, *src = p->new + k->new_off;
 	if (!cc || !dst) {
 		job_fail(j, FOTA_E_NOMEM, "out of memory", NULL);
 		goto out;
 	}
-	if (p->a64) {
-		fpre = malloc(k->src_len ? (size_t)k->src_len : 1);
-		fnew = malloc((size_t)k->new_len);
-		if (!fpre || !fnew) {
+	if (own || p->a64) {
+		/* prefix and block in one buffer (our parser's input), filtered for AArch64 */
+		wb = malloc((size_t)(k->src_len + k->new_len) + DELTA_PARSE_PAD);
+		if (!wb) {
 			job_fail(j, FOTA_E_NOMEM, "out of memory", NULL);
 			goto out;
 		}
-		memcpy(fpre, pre, (size_t)k->src_len);
-		memcpy(fnew, src, (size_t)k->new_len);
-		delta_a64_filter(fpre, (size_t)k->src_len, k->src_off, 0);
-		delta_a64_filter(fnew, (size_t)k->new_len, k->new_off, 0);
-		pre = fpre;
-		src = fnew;
+		memcpy(wb, pre, (size_t)k->src_len);
+		memcpy(wb + k->src_len, src, (size_t)k->new_len);
+		memset(wb + k->src_len + k->new_len, 0, DELTA_PARSE_PAD);
+		if (p->a64) {
+			delta_a64_filter(wb, (size_t)k->src_len, k->src_off, 0);
+			delta_a64_filter(wb + k->src_len, (size_t)k->new_len, k->new_off, 0);
+		}
+		pre = wb;
+		src = wb + k->src_len;
 	}
 	size_t r;
 	if (j->estimate && j->level > WINDOW_PRE_LEVEL) {
@@ -606,6 +619,18 @@ static void run_window(struct job *j)
 			goto out;
 		ZSTD_CCtx_reset(cc, ZSTD_reset_session_and_parameters);
 	}
+	if (own) {
+		size_t clen;
+		const char *why;
+		fota_status ps = delta_parse_window(wb, (size_t)k->src_len, (size_t)k->new_len, j->level, wl, dst, cap,
+						    &clen, &why);
+		if (ps != FOTA_OK) {
+			job_fail(j, ps, why, NULL);
+			goto out;
+		}
+		r = clen;
+		goto coded;
+	}
 	r = set_level(cc, j->level, wl, k->new_len, k->src_len, p->tmem);
 	if (!ZSTD_isError(r))
 		r = ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, 1);
@@ -617,6 +642,7 @@ static void run_window(struct job *j)
 		job_fail(j, FOTA_E_COMPRESS, "zstd: ", ZSTD_getErrorName(r));
 		goto out;
 	}
+coded:
 	k->est_b = r;
 	k->wz = realloc(dst, r ? r : 1); /* the bound is far above the usual size */
 	if (!k->wz)
@@ -625,8 +651,7 @@ static void run_window(struct job *j)
 	dst = NULL;
 out:
 	free(dst);
-	free(fpre);
-	free(fnew);
+	free(wb);
 	ZSTD_freeCCtx(cc);
 	mem_leave(p, held);
 }
@@ -760,10 +785,12 @@ static fota_status encode(const struct fota_delta_script *s, const uint8_t *old,
 
 	int try_window = old && new && s->old_size > 0 && s->new_size > 0;
 	p.a64 = try_window && is_a64_elf(new, s->new_size);
+	p.own = !opts || opts->level == 0; /* an explicit level: zstd's parser at it */
+	unsigned plog = p.own && wlog > DELTA_PARSE_PREFIX_LOG ? DELTA_PARSE_PREFIX_LOG : wlog;
 	if (try_window) {
 		int64_t last_delta = (int64_t)0;
 		for (size_t i = 0; i < p.n_blocks; i++)
-			if (place_window(&p, &p.blocks[i], UINT64_C(1) << wlog, &last_delta) != 0)
+			if (place_window(&p, &p.blocks[i], UINT64_C(1) << plog, &last_delta) != 0)
 				goto nomem;
 		if (serialize_ctrl(&p) != 0)
 			goto nomem;
