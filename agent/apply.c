@@ -112,237 +112,179 @@ struct applier {
 	uint8_t *out;                  /* one whole chunk of output; NULL: stream every chunk */
 	size_t out_cap;
 	size_t out_map;                /* out is mapped this long (0: malloc'd) */
-	struct follower *hs, *wr;      /* hash / write out as it is decoded; NULL: in line */
-	bool hs_on, wr_on;             /* ... taking the pending chunk */
+	struct hasher *hs;             /* hashes out as it is decoded; NULL: in line */
 	struct readback *rb;           /* told of each slice that extends rb_base; NULL: none */
 	uint64_t rb_base;              /* the end of the slot's prefix written in target order */
-	bool rb_told;                  /* the chunk's writing tells the read-back itself */
 	bool pending;                  /* out holds chunk pend_k, written, its check not yet seen */
 	size_t pend_k;
 	const uint8_t *pend_want;
 };
 
 /*
- * A chunk decoded whole is taken by two follower threads as the decoder produces it
- * (follower_feed after each payload piece): the hasher checks its target SHA-256, the
- * writer writes it to the slot in WRITE_STEP slices and tells the read-back of each, so
- * the main thread only verifies payloads and decodes, and the check ends soon after the
- * decode. The main thread collects both (check_pending) before it reuses the buffer,
- * before any other write or sync of the device and before any journal commit, so every
- * chunk journaled as done has been written and checked, and the device sees its writes
- * and syncs in the same order as without the threads.
+ * The target check of a chunk decoded whole runs on a hasher thread that hashes the
+ * output as the decoder produces it (hasher_feed after each payload piece), so the check
+ * ends soon after the decode, while the main thread writes the chunk in slices and
+ * verifies the next payload. The main thread collects the result (check_pending) before
+ * it reuses the buffer and before any journal commit, so every chunk journaled as done
+ * has been checked. (A second thread that took the writes off the main thread was
+ * measured: no faster on two cores, more CPU; see docs/fota-agent.md.)
  */
 #define HASH_STEP (512u << 10) /* the hasher takes at most this much between looks at the queue */
-#define WRITE_STEP (1u << 20)  /* the writer writes slices of at least this much */
 
-struct follower;
-/* Take [from, from + n) of the chunk (called without the lock); end: the chunk is over. */
-typedef fota_status (*follow_fn)(struct follower *f, size_t from, size_t n, struct fota_error *err);
-typedef void (*follow_end_fn)(struct follower *f);
-
-struct follower {
+struct hasher {
 	pthread_t thread;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	follow_fn take;
-	follow_end_fn end; /* after the last take of a chunk */
-	size_t step;       /* take at most (hasher) / at least (writer: min) this much */
-	bool min_step;
 	const uint8_t *buf;
-	size_t avail;      /* [0, avail) of buf is decoded */
-	size_t done;       /* [0, done) is taken */
-	bool last;         /* avail is the whole chunk */
+	size_t avail;       /* [0, avail) of buf is there */
+	size_t done;        /* [0, done) is hashed */
+	bool last;          /* avail is the whole chunk */
 	bool busy, stop;
-	fota_status rc;    /* the chunk's first failure (the rest is skipped) */
-	struct fota_error err;
-	/* hasher */
 	struct fota_sha256 *h;
 	uint8_t d[FOTA_SHA256_LEN];
-	/* writer */
-	struct fota_storage *dst;
-	uint64_t off;
-	struct readback *rb; /* told of each slice; NULL: not in the read-back's prefix */
 };
 
-static void readback_ready(struct readback *r, uint64_t ready, bool here);
-
-static fota_status hash_take(struct follower *f, size_t from, size_t n, struct fota_error *err)
+/* There is something to do: a piece to hash, or the digest to finish. */
+static bool hasher_ready(const struct hasher *h)
 {
-	fota_sha256_update(f->h, f->buf + from, n);
-	return FOTA_OK;
+	return h->busy && (h->done < h->avail || h->last);
 }
 
-static void hash_end(struct follower *f)
+static void *hasher_main(void *arg)
 {
-	fota_sha256_final(f->h, f->d);
-	fota_sha256_free(f->h);
-	f->h = NULL;
-}
-
-static fota_status write_take(struct follower *f, size_t from, size_t n, struct fota_error *err)
-{
-	fota_status rc = fota_storage_write(f->dst, f->off + from, f->buf + from, n, err);
-	if (rc == FOTA_OK && f->rb)
-		readback_ready(f->rb, f->off + from + n, true);
-	return rc;
-}
-
-/* There is something for the follower to do: a piece to take, or the chunk to end. */
-static bool follower_ready(const struct follower *f)
-{
-	size_t n = f->avail - f->done;
-	if (!f->busy)
-		return false;
-	if (n == 0)
-		return f->last;
-	return !f->min_step || n >= f->step || f->last;
-}
-
-static void *follower_main(void *arg)
-{
-	struct follower *f = arg;
-	pthread_mutex_lock(&f->mu);
+	struct hasher *h = arg;
+	pthread_mutex_lock(&h->mu);
 	for (;;) {
-		while (!f->stop && !follower_ready(f))
-			pthread_cond_wait(&f->cv, &f->mu);
-		if (!follower_ready(f))
+		while (!h->stop && !hasher_ready(h))
+			pthread_cond_wait(&h->cv, &h->mu);
+		if (!hasher_ready(h))
 			break; /* stopped */
-		size_t from = f->done, n = f->avail - from;
-		if (n > 0) {
-			if (!f->min_step && n > f->step)
-				n = f->step;
-			bool skip = f->rc != FOTA_OK;
-			pthread_mutex_unlock(&f->mu);
-			struct fota_error e = { 0 };
-			fota_status rc = skip ? FOTA_OK : f->take(f, from, n, &e);
-			pthread_mutex_lock(&f->mu);
-			if (rc != FOTA_OK) {
-				f->rc = rc;
-				f->err = e;
-			}
-			f->done = from + n;
+		if (h->done < h->avail) {
+			size_t from = h->done;
+			size_t n = h->avail - from < HASH_STEP ? h->avail - from : HASH_STEP;
+			pthread_mutex_unlock(&h->mu);
+			fota_sha256_update(h->h, h->buf + from, n);
+			pthread_mutex_lock(&h->mu);
+			h->done = from + n;
 			continue;
 		}
-		if (f->end)
-			f->end(f);
-		f->busy = false;
-		pthread_cond_broadcast(&f->cv);
+		fota_sha256_final(h->h, h->d);
+		fota_sha256_free(h->h);
+		h->h = NULL;
+		h->busy = false;
+		pthread_cond_broadcast(&h->cv);
 	}
-	pthread_mutex_unlock(&f->mu);
+	pthread_mutex_unlock(&h->mu);
 	return NULL;
 }
 
-/* A started follower, or NULL (then its work runs in line). */
-static struct follower *follower_start(follow_fn take, follow_end_fn end, size_t step, bool min_step)
+/* A started hasher, or NULL (then the check runs in line). */
+static struct hasher *hasher_start(void)
 {
-	struct follower *f = calloc(1, sizeof(*f));
-	if (!f)
+	struct hasher *h = calloc(1, sizeof(*h));
+	if (!h)
 		return NULL;
-	f->take = take;
-	f->end = end;
-	f->step = step;
-	f->min_step = min_step;
-	if (pthread_mutex_init(&f->mu, NULL) != 0) {
-		free(f);
+	if (pthread_mutex_init(&h->mu, NULL) != 0) {
+		free(h);
 		return NULL;
 	}
-	if (pthread_cond_init(&f->cv, NULL) != 0 || pthread_create(&f->thread, NULL, follower_main, f) != 0) {
-		pthread_cond_destroy(&f->cv); /* destroying an unused, zeroed condition is harmless */
-		pthread_mutex_destroy(&f->mu);
-		free(f);
+	if (pthread_cond_init(&h->cv, NULL) != 0 || pthread_create(&h->thread, NULL, hasher_main, h) != 0) {
+		pthread_cond_destroy(&h->cv); /* destroying an unused, zeroed condition is harmless */
+		pthread_mutex_destroy(&h->mu);
+		free(h);
 		return NULL;
 	}
-	return f;
+	return h;
 }
 
-/* A new chunk in buf (the follower is idle). */
-static void follower_begin(struct follower *f, const uint8_t *buf)
+/* A new chunk in buf (the hasher is idle); false when out of memory. */
+static bool hasher_begin(struct hasher *h, const uint8_t *buf)
 {
-	pthread_mutex_lock(&f->mu);
-	f->buf = buf;
-	f->avail = f->done = 0;
-	f->last = false;
-	f->rc = FOTA_OK;
-	f->busy = true;
-	pthread_mutex_unlock(&f->mu);
+	struct fota_sha256 *ctx = fota_sha256_new();
+	if (!ctx)
+		return false;
+	pthread_mutex_lock(&h->mu);
+	h->h = ctx;
+	h->buf = buf;
+	h->avail = h->done = 0;
+	h->last = false;
+	h->busy = true;
+	pthread_mutex_unlock(&h->mu);
+	return true;
 }
 
-/* [0, avail) of the chunk is there to take; last: that is all of it. */
-static void follower_feed(struct follower *f, size_t avail, bool last)
+/* [0, avail) of the chunk is there to hash; last: that is all of it. */
+static void hasher_feed(struct hasher *h, size_t avail, bool last)
 {
-	pthread_mutex_lock(&f->mu);
-	f->avail = avail;
-	f->last = last;
-	pthread_cond_broadcast(&f->cv);
-	pthread_mutex_unlock(&f->mu);
+	pthread_mutex_lock(&h->mu);
+	h->avail = avail;
+	h->last = last;
+	pthread_cond_broadcast(&h->cv);
+	pthread_mutex_unlock(&h->mu);
 }
 
-/* Wait until the chunk is taken; its first failure (in err), if any. */
-static fota_status follower_wait(struct follower *f, struct fota_error *err)
+/* The digest of the chunk fed last. */
+static void hasher_wait(struct hasher *h, uint8_t out[FOTA_SHA256_LEN])
 {
-	pthread_mutex_lock(&f->mu);
-	while (f->busy)
-		pthread_cond_wait(&f->cv, &f->mu);
-	fota_status rc = f->rc;
-	if (rc != FOTA_OK && err)
-		*err = f->err;
-	pthread_mutex_unlock(&f->mu);
-	return rc;
+	pthread_mutex_lock(&h->mu);
+	while (h->busy)
+		pthread_cond_wait(&h->cv, &h->mu);
+	memcpy(out, h->d, FOTA_SHA256_LEN);
+	pthread_mutex_unlock(&h->mu);
 }
 
-/* NULL does nothing. */
-static void follower_stop(struct follower *f)
+/* NULL does nothing; a chunk still being hashed was fed whole and is finished first. */
+static void hasher_stop(struct hasher *h)
 {
-	if (!f)
+	if (!h)
 		return;
-	pthread_mutex_lock(&f->mu);
-	f->stop = true;
-	pthread_cond_broadcast(&f->cv);
-	pthread_mutex_unlock(&f->mu);
-	pthread_join(f->thread, NULL);
-	fota_sha256_free(f->h);
-	pthread_cond_destroy(&f->cv);
-	pthread_mutex_destroy(&f->mu);
-	free(f);
+	pthread_mutex_lock(&h->mu);
+	h->stop = true;
+	pthread_cond_broadcast(&h->cv);
+	pthread_mutex_unlock(&h->mu);
+	pthread_join(h->thread, NULL);
+	fota_sha256_free(h->h);
+	pthread_cond_destroy(&h->cv);
+	pthread_mutex_destroy(&h->mu);
+	free(h);
 }
 
-/* The chunk the followers still take, if any: written, and its check. */
+/* The result of the chunk check still running, if any. */
 static fota_status check_pending(struct applier *ap, struct fota_error *err)
 {
 	if (!ap->pending)
 		return FOTA_OK;
 	ap->pending = false;
-	fota_status rc = FOTA_OK, hrc = FOTA_OK;
-	if (ap->wr_on)
-		rc = follower_wait(ap->wr, err);
-	if (ap->hs_on)
-		hrc = follower_wait(ap->hs, NULL);
-	if (rc != FOTA_OK)
-		return rc;
-	if (hrc == FOTA_OK && ap->hs_on && memcmp(ap->hs->d, ap->pend_want, FOTA_SHA256_LEN) != 0)
+	uint8_t d[FOTA_SHA256_LEN];
+	hasher_wait(ap->hs, d);
+	if (memcmp(d, ap->pend_want, sizeof(d)) != 0)
 		return fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: target sha256 does not match the manifest",
 				      ap->pend_k);
 	return FOTA_OK;
 }
 
+static void readback_ready(struct readback *r, uint64_t ready);
+
 /* The largest chunk decoded whole into memory (the zstd window it replaces is as large:
  * a decoder writing into a buffer that holds the whole frame needs no window of its own). */
 #define OUT_MAX (4u << 20)
+/* A chunk decoded whole is written in slices of at least this much as it comes. */
+#define WRITE_STEP (1u << 20)
 
 /*
  * Where the decoder's output goes. Streaming (whole false): out is a->buf2, every call's
  * output is written through the writer (which hashes it) and out starts over. Whole:
  * out is ap->out for the whole chunk (the same buffer in every call, as
- * ZSTD_d_stableOutBuffer requires); what is new goes to the followers at once, or, for
- * one that could not start, is handled in line (the write here, the hash at the end).
+ * ZSTD_d_stableOutBuffer requires); what is new goes to the hasher at once and to the
+ * device in WRITE_STEP slices, and the read-back is told of each slice.
  */
 struct zsink {
 	bool whole;
-	struct writer *w;   /* streaming */
-	struct follower *hs, *wr; /* whole: the followers taking this chunk (NULL: in line) */
+	struct writer *w;    /* streaming */
+	struct hasher *hs;   /* whole: NULL when the check runs in line at the end */
 	struct fota_storage *dst;
-	uint64_t off;       /* whole: where the chunk goes */
-	size_t written;     /* whole, writing in line: [0, written) of out is written */
+	uint64_t off;        /* whole: where the chunk goes */
+	size_t written;      /* whole: [0, written) of out is written */
 	struct readback *rb; /* whole: told of each slice; NULL: none */
 };
 
@@ -355,11 +297,7 @@ static fota_status zsink_take(struct applier *ap, struct zsink *z, ZSTD_outBuffe
 		return rc;
 	}
 	if (z->hs)
-		follower_feed(z->hs, out->pos, end);
-	if (z->wr) {
-		follower_feed(z->wr, out->pos, end);
-		return FOTA_OK;
-	}
+		hasher_feed(z->hs, out->pos, end);
 	if (out->pos - z->written < WRITE_STEP && !(end && out->pos > z->written))
 		return FOTA_OK;
 	fota_status rc = fota_storage_write(z->dst, z->off + z->written, ap->out + z->written, out->pos - z->written,
@@ -368,7 +306,7 @@ static fota_status zsink_take(struct applier *ap, struct zsink *z, ZSTD_outBuffe
 		return rc;
 	z->written = out->pos;
 	if (z->rb)
-		readback_ready(z->rb, z->off + z->written, true);
+		readback_ready(z->rb, z->off + z->written);
 	return FOTA_OK;
 }
 
@@ -386,12 +324,12 @@ static fota_status zstd_feed(struct applier *ap, ZSTD_DCtx *dctx, const struct f
 	uint64_t left = ch->payload_size;
 	size_t zr = 1;
 	ZSTD_inBuffer in = { a->buf, 0, 0 };
+	fota_status rc = FOTA_OK;
 	for (;;) {
 		if (in.pos == in.size && left > 0) {
 			size_t n = left < AGENT_IO_BUF ? (size_t)left : AGENT_IO_BUF;
-			fota_status rc = fota_storage_read(payload, poff, a->buf, n, err);
-			if (rc != FOTA_OK)
-				return rc;
+			if ((rc = fota_storage_read(payload, poff, a->buf, n, err)) != FOTA_OK)
+				break;
 			poff += n;
 			left -= n;
 			in = (ZSTD_inBuffer){ a->buf, n, 0 };
@@ -399,33 +337,37 @@ static fota_status zstd_feed(struct applier *ap, ZSTD_DCtx *dctx, const struct f
 		bool input_left = in.pos < in.size;
 		if (zr == 0) {
 			if (input_left)
-				return fota_error_set(err, FOTA_E_COMPRESS, "chunk %zu: data after the zstd frame", k);
-			return zsink_take(ap, z, out, true, err);
+				rc = fota_error_set(err, FOTA_E_COMPRESS, "chunk %zu: data after the zstd frame", k);
+			else
+				rc = zsink_take(ap, z, out, true, err);
+			break;
 		}
 		size_t before = out->pos;
 		zr = ZSTD_decompressStream(dctx, out, &in);
 		if (ZSTD_isError(zr)) {
 			ZSTD_ErrorCode ec = ZSTD_getErrorCode(zr);
 			if (z->whole && (ec == ZSTD_error_dstSize_tooSmall || ec == ZSTD_error_noForwardProgress_destFull))
-				return fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: output longer than its target_size %llu",
-						      k, (unsigned long long)ch->target_size);
-			return fota_error_set(err, FOTA_E_COMPRESS, "chunk %zu: zstd: %s", k, ZSTD_getErrorName(zr));
+				rc = fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: output longer than its target_size %llu",
+						    k, (unsigned long long)ch->target_size);
+			else
+				rc = fota_error_set(err, FOTA_E_COMPRESS, "chunk %zu: zstd: %s", k, ZSTD_getErrorName(zr));
+			break;
 		}
-		bool progress = out->pos != before;
-		if (zr != 0 && !input_left && left == 0 && !progress)
-			return fota_error_set(err, FOTA_E_COMPRESS, "chunk %zu: truncated zstd frame", k);
-		if (zr != 0 || !z->whole) {
-			fota_status rc = zsink_take(ap, z, out, false, err);
-			if (rc != FOTA_OK)
-				return rc;
+		if (zr != 0 && !input_left && left == 0 && out->pos == before) {
+			rc = fota_error_set(err, FOTA_E_COMPRESS, "chunk %zu: truncated zstd frame", k);
+			break;
 		}
+		if ((zr != 0 || !z->whole) && (rc = zsink_take(ap, z, out, false, err)) != FOTA_OK)
+			break;
 	}
+	return rc;
 }
 
 /*
  * A full chunk small enough for ap->out: decode it whole into memory, written in slices
- * and hashed as it comes (by the followers, or in line). With defer the followers may
- * still be taking it on return (check_pending collects them); without, all is done.
+ * as it comes while the hasher checks its target SHA-256 (in line at the end without a
+ * hasher). With defer the check may still be running on return (check_pending collects
+ * it); without, it is done.
  */
 static fota_status produce_whole(struct applier *ap, const struct fota_chunk *ch, size_t k,
 				 struct fota_storage *payload, uint64_t poff, struct fota_storage *dst, uint64_t off,
@@ -436,50 +378,33 @@ static fota_status produce_whole(struct applier *ap, const struct fota_chunk *ch
 		return rc;
 	struct zsink z = { .whole = true, .dst = dst, .off = off,
 			   .rb = ap->rb && dst == ap->dst && off == ap->rb_base ? ap->rb : NULL };
-	struct fota_sha256 *h = ap->hs ? fota_sha256_new() : NULL;
-	ap->hs_on = h != NULL;
-	if (ap->hs_on) {
-		ap->hs->h = h;
-		follower_begin(ap->hs, ap->out);
+	if (ap->hs && hasher_begin(ap->hs, ap->out))
 		z.hs = ap->hs;
-	}
-	ap->wr_on = ap->wr && dst->concurrent_reads;
-	if (ap->wr_on) {
-		ap->wr->dst = dst;
-		ap->wr->off = off;
-		ap->wr->rb = z.rb;
-		ap->rb_told = z.rb != NULL;
-		follower_begin(ap->wr, ap->out);
-		z.wr = ap->wr;
-	}
-	ap->pending = true;
-	ap->pend_k = k;
-	ap->pend_want = ch->target_sha256;
 	ZSTD_outBuffer out = { ap->out, (size_t)ch->target_size, 0 }; /* the same one in every call */
 	rc = zstd_feed(ap, ap->dctx_out, ch, k, payload, poff, &out, &z, err);
 	if (rc == FOTA_OK && out.pos != ch->target_size)
 		rc = fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: produced %zu bytes, target_size %llu", k, out.pos,
 				    (unsigned long long)ch->target_size);
-	if (rc != FOTA_OK) {
-		/* let the followers finish what they have; their results are not wanted */
-		if (ap->hs_on)
-			follower_feed(ap->hs, out.pos, true);
-		if (ap->wr_on)
-			follower_feed(ap->wr, out.pos, true);
-		struct fota_error unused = { 0 };
-		(void)check_pending(ap, &unused);
+	if (!z.hs) {
+		uint8_t d[FOTA_SHA256_LEN];
+		if (rc == FOTA_OK) {
+			fota_sha256(ap->out, out.pos, d);
+			if (memcmp(d, ch->target_sha256, sizeof(d)) != 0)
+				rc = fota_error_set(err, FOTA_E_INTEGRITY,
+						    "chunk %zu: target sha256 does not match the manifest", k);
+		}
 		return rc;
 	}
-	if (!ap->hs_on) {
-		uint8_t d[FOTA_SHA256_LEN];
-		fota_sha256(ap->out, out.pos, d);
-		if (memcmp(d, ch->target_sha256, sizeof(d)) != 0) {
-			struct fota_error unused = { 0 };
-			(void)check_pending(ap, &unused);
-			return fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: target sha256 does not match the manifest",
-					      k);
-		}
+	if (rc != FOTA_OK) {
+		/* let it finish what it has; the result is not wanted */
+		uint8_t unused[FOTA_SHA256_LEN];
+		hasher_feed(z.hs, out.pos, true);
+		hasher_wait(z.hs, unused);
+		return rc;
 	}
+	ap->pending = true;
+	ap->pend_k = k;
+	ap->pend_want = ch->target_sha256;
 	return defer ? FOTA_OK : check_pending(ap, err);
 }
 
@@ -495,8 +420,6 @@ static int produce(struct applier *ap, const struct fota_chunk *ch, size_t k, st
 			return agent_fail(a, AGENT_EXIT_IO);
 		return rc == FOTA_OK ? AGENT_EXIT_OK : agent_fail(a, rc == FOTA_E_IO ? AGENT_EXIT_IO : agent_exit_for(rc));
 	}
-	if ((rc = check_pending(ap, err)) != FOTA_OK) /* the writer is done with dst */
-		return agent_fail(a, rc == FOTA_E_IO ? AGENT_EXIT_IO : agent_exit_for(rc));
 	struct writer w = { dst, off, 0, ch->target_size, fota_sha256_new() };
 	if (!w.h) {
 		fota_error_set(err, FOTA_E_NOMEM, "out of memory");
@@ -631,34 +554,27 @@ static int inplace_chunk(struct applier *ap, const struct fota_chunk *ch, size_t
 static fota_status slot_holds(struct applier *ap, const struct fota_chunk *ch, bool *holds, struct fota_error *err)
 {
 	uint8_t d[FOTA_SHA256_LEN];
-	fota_status rc;
-	struct fota_sha256 *h = NULL;
+	fota_status rc = check_pending(ap, err); /* out is about to be overwritten */
 	*holds = false;
-	if (ap->hs && ch->target_size <= ap->out_cap) {
-		if ((rc = check_pending(ap, err)) != FOTA_OK) /* out is about to be overwritten */
-			return rc;
-		h = fota_sha256_new();
-	}
-	if (!h) {
+	if (rc != FOTA_OK)
+		return rc;
+	if (!ap->hs || ch->target_size > ap->out_cap || !hasher_begin(ap->hs, ap->out)) {
 		rc = agent_hash_range(ap->a, ap->dst, ch->target_offset, ch->target_size, d, err);
 		*holds = rc == FOTA_OK && memcmp(d, ch->target_sha256, sizeof(d)) == 0;
 		return rc;
 	}
-	ap->hs->h = h;
-	follower_begin(ap->hs, ap->out);
 	size_t size = (size_t)ch->target_size, got = 0;
-	rc = FOTA_OK;
 	while (got < size) {
 		size_t n = size - got < HASH_STEP ? size - got : HASH_STEP;
 		if ((rc = fota_storage_read(ap->dst, ch->target_offset + got, ap->out + got, n, err)) != FOTA_OK)
 			break;
 		got += n;
-		follower_feed(ap->hs, got, got == size);
+		hasher_feed(ap->hs, got, got == size);
 	}
 	if (got < size || size == 0)
-		follower_feed(ap->hs, got, true);
-	(void)follower_wait(ap->hs, NULL);
-	*holds = rc == FOTA_OK && memcmp(ap->hs->d, ch->target_sha256, sizeof(d)) == 0;
+		hasher_feed(ap->hs, got, true);
+	hasher_wait(ap->hs, d);
+	*holds = rc == FOTA_OK && memcmp(d, ch->target_sha256, sizeof(d)) == 0;
 	return rc;
 }
 
@@ -689,7 +605,6 @@ static int ab_chunk(struct applier *ap, const struct fota_chunk *ch, size_t k, s
  */
 #define RB_BUF (128u << 10) /* the read-back buffer (peak RSS stays under 16 MiB) */
 #define RB_LAG (16u << 20)  /* read back, kept cached this much longer before the drop */
-#define RB_VIEW (256u << 10) /* what this run wrote is hashed through a mapping this large */
 
 struct readback {
 	pthread_t thread;
@@ -697,7 +612,6 @@ struct readback {
 	pthread_cond_t cv;
 	struct fota_storage *dst;
 	uint64_t ready;      /* [0, ready) is written */
-	uint64_t here_from, here_to; /* a range of it written by this run (in the page cache) */
 	uint64_t hashed;     /* [0, hashed) is in the image digest */
 	uint64_t size;
 	bool stop, finish, failed;
@@ -715,23 +629,11 @@ static void *readback_main(void *arg)
 		uint64_t to = r->stop && r->finish ? r->size : r->ready;
 		if (r->hashed < to) {
 			uint64_t from = r->hashed;
-			bool here = from >= r->here_from && from < r->here_to;
-			size_t step = here ? RB_VIEW : RB_BUF;
-			uint64_t end = here && r->here_to < to ? r->here_to : to;
-			size_t n = end - from < step ? (size_t)(end - from) : step;
+			size_t n = to - from < RB_BUF ? (size_t)(to - from) : RB_BUF;
 			pthread_mutex_unlock(&r->mu);
-			struct fota_view v;
-			bool ok = true;
-			if (here && fota_storage_view(r->dst, from, n, &v)) {
-				fota_sha256_update(r->h, v.p, n);
-				fota_storage_unview(&v);
-			} else {
-				n = n < RB_BUF ? n : RB_BUF; /* no view: read what buf holds */
-				ok = fota_storage_read(r->dst, from, r->buf, n, &r->err) == FOTA_OK;
-				if (ok)
-					fota_sha256_update(r->h, r->buf, n);
-			}
+			bool ok = fota_storage_read(r->dst, from, r->buf, n, &r->err) == FOTA_OK;
 			if (ok) {
+				fota_sha256_update(r->h, r->buf, n);
 				if (from + n >= dropped + RB_LAG + RB_LAG / 2) {
 					fota_storage_drop(r->dst, dropped, from + n - RB_LAG - dropped);
 					dropped = from + n - RB_LAG;
@@ -757,7 +659,6 @@ static void *readback_main(void *arg)
 static bool readback_start(struct readback *r, struct fota_storage *dst, const struct fota_image *im)
 {
 	memset(r, 0, sizeof(*r));
-	/* buf is touched (counts in the RSS) only for what this run did not write */
 	if (!dst->concurrent_reads || !(r->h = fota_sha256_new()) || !(r->buf = malloc(RB_BUF)))
 		goto fail;
 	r->dst = dst;
@@ -780,17 +681,12 @@ fail:
 	return false;
 }
 
-/* [0, ready) of the image is written; here: what it adds was written by this run. */
-static void readback_ready(struct readback *r, uint64_t ready, bool here)
+/* [0, ready) of the image is written. */
+static void readback_ready(struct readback *r, uint64_t ready)
 {
 	pthread_mutex_lock(&r->mu);
-	if (ready > r->ready) {
-		if (here && r->ready != r->here_to)
-			r->here_from = r->ready;
-		if (here)
-			r->here_to = ready;
+	if (ready > r->ready)
 		r->ready = ready;
-	}
 	pthread_cond_broadcast(&r->cv);
 	pthread_mutex_unlock(&r->mu);
 }
@@ -907,12 +803,8 @@ int agent_apply(struct agent *a, struct fota_error *err)
 		    !ZSTD_isError(ZSTD_DCtx_setParameter(ap.dctx_out, ZSTD_d_windowLogMax, (int)m->window_log)) &&
 		    !ZSTD_isError(ZSTD_DCtx_setParameter(ap.dctx_out, ZSTD_d_stableOutBuffer, 1)))
 			ap.out = out_alloc(ap.out_cap, &ap.out_map);
-		if (ap.out) {
-			ap.hs = follower_start(hash_take, hash_end, HASH_STEP, false);
-			/* the writer needs a device that takes writes from another thread */
-			if (ap.dst->concurrent_reads)
-				ap.wr = follower_start(write_take, NULL, WRITE_STEP, true);
-		}
+		if (ap.out)
+			ap.hs = hasher_start();
 	}
 	if (!a->j.source_ok) {
 		if (im->has_source) {
@@ -941,7 +833,7 @@ int agent_apply(struct agent *a, struct fota_error *err)
 	if (c->mode == FOTA_MODE_AB)
 		rb_on = readback_start(&rb, ap.dst, im);
 	if (rb_on && in_order)
-		readback_ready(&rb, prefix, false);
+		readback_ready(&rb, prefix);
 	/* A/B: progress is journaled at checkpoints, so chunks after the journaled one may be
 	 * written already (a kill keeps them in the page cache); a chunk whose slot range
 	 * already holds its target is done (FORMAT.md 6.2 allows the same in place). Only the
@@ -958,7 +850,6 @@ int agent_apply(struct agent *a, struct fota_error *err)
 		/* produce_whole tells the readback of each slice of a chunk that extends the prefix */
 		ap.rb = rb_on && in_order ? &rb : NULL;
 		ap.rb_base = prefix;
-		ap.rb_told = false;
 		if (!scan)
 			x = c->mode == FOTA_MODE_AB ? ab_chunk(&ap, ch, k, err) : inplace_chunk(&ap, ch, k, err);
 		if (x != 0) {
@@ -967,8 +858,7 @@ int agent_apply(struct agent *a, struct fota_error *err)
 		}
 		if (rb_on && in_order) {
 			prefix += ch->target_size;
-			if (!ap.rb_told)
-				readback_ready(&rb, prefix, !scan);
+			readback_ready(&rb, prefix);
 		}
 		a->j.ap_next = k + 1;
 		a->j.ip_step = 0;
@@ -1020,9 +910,7 @@ out:
 		uint8_t unused[FOTA_SHA256_LEN];
 		(void)readback_end(&rb, false, unused, NULL);
 	}
-	/* a pending chunk was fed whole: they finish it first */
-	follower_stop(ap.hs);
-	follower_stop(ap.wr);
+	hasher_stop(ap.hs); /* after a pending check: it finishes hashing first */
 	ZSTD_freeDCtx(ap.dctx);
 	ZSTD_freeDCtx(ap.dctx_out);
 	out_free(ap.out, ap.out_map);

@@ -129,17 +129,4 @@ struct fota_devices fota_sim_devices(struct fota_sim *sim);
  * as before: only fsync (sync) makes them durable. Other backends ignore it. */
 void fota_storage_drop(struct fota_storage *s, uint64_t off, uint64_t len);
 
-/* A read-only view of [off, off + len) of s without a copy: v->p points at byte off.
- * false when the backend has none (only the file backend maps; then use read). Use it
- * only for ranges this process wrote and has not dropped yet, which the page cache
- * holds: a mapped page that must come from the device and cannot be read is a SIGBUS,
- * not an error. fota_storage_unview ends it (on a zeroed view it does nothing). */
-struct fota_view {
-	const uint8_t *p;
-	void *base;
-	size_t maplen;
-};
-bool fota_storage_view(struct fota_storage *s, uint64_t off, size_t len, struct fota_view *v);
-void fota_storage_unview(struct fota_view *v);
-
 #endif

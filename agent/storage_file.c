@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -129,33 +128,6 @@ void fota_storage_drop(struct fota_storage *s, uint64_t off, uint64_t len)
 	(void)sync_file_range(f->fd, (off_t)off, (off_t)len,
 			      SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
 	(void)posix_fadvise(f->fd, (off_t)off, (off_t)len, POSIX_FADV_DONTNEED);
-}
-
-bool fota_storage_view(struct fota_storage *s, uint64_t off, size_t len, struct fota_view *v)
-{
-	memset(v, 0, sizeof(*v));
-	if (!s || s->ops != &file_ops || len == 0 || off > (uint64_t)INT64_MAX - len)
-		return false;
-	struct file_storage *f = (struct file_storage *)s;
-	long page = sysconf(_SC_PAGESIZE);
-	if (page <= 0)
-		return false;
-	uint64_t base = off - off % (uint64_t)page;
-	size_t maplen = (size_t)(off - base) + len;
-	void *p = mmap(NULL, maplen, PROT_READ, MAP_SHARED, f->fd, (off_t)base);
-	if (p == MAP_FAILED)
-		return false;
-	v->base = p;
-	v->maplen = maplen;
-	v->p = (const uint8_t *)p + (off - base);
-	return true;
-}
-
-void fota_storage_unview(struct fota_view *v)
-{
-	if (v->base)
-		(void)munmap(v->base, v->maplen);
-	memset(v, 0, sizeof(*v));
 }
 
 static fota_status open_fd(const char *path, int flags, struct fota_storage **out, struct fota_error *err)

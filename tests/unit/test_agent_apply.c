@@ -493,9 +493,10 @@ UNIT_SUITE("agent/apply_drop", add_drop)
 /*
  * Suite agent/apply_file: A/B from the store-mode cache on the production file backend,
  * where the apply runs its threads (each full chunk decoded whole is hashed and written
- * by two follower threads (the hash in slices) while the read-back thread hashes the slot through
- * read-only views): the slot ends exactly the target, and a slot whose leading chunks
- * already hold their target is not written there (the resume scan).
+ * by follower threads as it is decoded, and the read-back thread hashes the slot): the
+ * slot ends exactly the target; a slot whose leading chunks already hold their target is
+ * not written there (the resume scan); a write that reaches the slot corrupt fails the
+ * image check.
  */
 #define FCHUNK (1u << 20) /* the test packages' window (2^20) bounds a chunk */
 #define FLEN ((size_t)5 * FCHUNK + 12345)
@@ -669,53 +670,10 @@ static void test_agent_apply_file_ab_bad_write(void)
 	fdev_free(&f);
 }
 
-/* fota_storage_view: a view of any range of a file reads what the file holds; the
- * simulation backend has none (callers read instead). */
-static void test_agent_apply_file_view(void)
-{
-	enum { LEN = 300000 };
-	uint8_t *data = malloc(LEN);
-	CU_ASSERT_FATAL(data != NULL);
-	unit_fill_random(data, LEN, 95);
-	char *path = unit_write_file("view.img", "", 0);
-	CU_ASSERT_FATAL(path != NULL);
-	struct fota_storage *s = NULL;
-	struct fota_error err;
-	fota_error_clear(&err);
-	CU_ASSERT_EQUAL_FATAL(fota_file_open(path, true, &s, &err), FOTA_OK);
-	CU_ASSERT_EQUAL(fota_storage_write(s, 0, data, LEN, &err), FOTA_OK);
-	struct fota_view v;
-	static const uint64_t offs[] = { 0, 1, 4095, 4096, 123457 };
-	for (size_t i = 0; i < sizeof(offs) / sizeof(offs[0]); i++) {
-		size_t len = LEN - (size_t)offs[i] - 17;
-		CU_ASSERT_FATAL(fota_storage_view(s, offs[i], len, &v));
-		CU_ASSERT_EQUAL(memcmp(v.p, data + offs[i], len), 0);
-		fota_storage_unview(&v);
-		CU_ASSERT_PTR_NULL(v.p);
-	}
-	CU_ASSERT_FALSE(fota_storage_view(s, 0, 0, &v));
-	CU_ASSERT_FALSE(fota_storage_view(s, UINT64_MAX - 10, 100, &v));
-	CU_ASSERT_FALSE(fota_storage_view(NULL, 0, 1, &v));
-	fota_storage_unview(&v); /* a zeroed view: nothing */
-	fota_storage_close(s);
-
-	struct fota_sim *sim = fota_sim_new();
-	CU_ASSERT_FATAL(sim != NULL);
-	CU_ASSERT_EQUAL_FATAL(fota_sim_dev_set(sim, "slot_b", data, 4096), FOTA_OK);
-	struct fota_devices dv = fota_sim_devices(sim);
-	CU_ASSERT_EQUAL_FATAL(dv.open(dv.ctx, "slot_b", false, &s, &err), FOTA_OK);
-	CU_ASSERT_FALSE(fota_storage_view(s, 0, 4096, &v));
-	fota_storage_close(s);
-	fota_sim_free(sim);
-	free(path);
-	free(data);
-}
-
 static void add_file(CU_pSuite s)
 {
 	UNIT_ADD(s, test_agent_apply_file_ab_exact);
 	UNIT_ADD(s, test_agent_apply_file_ab_scan);
 	UNIT_ADD(s, test_agent_apply_file_ab_bad_write);
-	UNIT_ADD(s, test_agent_apply_file_view);
 }
 UNIT_SUITE("agent/apply_file", add_file)
