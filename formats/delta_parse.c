@@ -25,9 +25,12 @@
 
 /* Match finding: a chain of positions by 8-byte hash (long matches), a chain by 4-byte
  * hash (instructions), and the newest position of each 3-byte hash within PARSE_DIST3
- * (a 3-byte match further back costs more than its literals, as in zstd). On esb these
- * depths gave the best size per CPU second of those tried (8/4: 2,357,340 bytes; 4/2:
- * 2,375,309 with 13 % less parse time; 16/8 little smaller at 1.5x the time). */
+ * (a 3-byte match further back costs more than its literals, as in zstd). Measured on
+ * esb, one thread (chain steps counted, as CPU seconds were too noisy on the shared
+ * machine): depths 8/4 with PARSE_REP_ENOUGH 16 and PARSE_SKIP 128: 2,364,533 bytes,
+ * 27.3 M chain steps; 8/4, 8, 192 (these): 2,367,676 bytes, 22.8 M steps; 6/3, 8, 128:
+ * 2,374,211 bytes, 20.6 M steps; 4/2: 2,387,426 bytes. Deeper chains (16/8, 32) gain
+ * under 1 % for 1.5 to 2 times the parse time. */
 #define PARSE_HLOG 20
 #define PARSE_H4LOG 18
 #define PARSE_H3LOG 16
@@ -36,12 +39,12 @@
 #define PARSE_DEPTH4 4
 /* A repeat-offset match this long ends the search at a position: a new offset would
  * have to be much longer to pay for itself. */
-#define PARSE_REP_ENOUGH 16
+#define PARSE_REP_ENOUGH 8
 /* A match this long is taken at once (zstd's "sufficient length"). */
 #define PARSE_SUFF 32
-/* A position is not searched when the next one is already reached within half a bit
- * of its own price (zstd's btopt shortcut). */
-#define PARSE_SKIP 128
+/* A position is not searched when the next one is already reached within 3/4 bit of
+ * its own price (zstd's btopt shortcut uses half a bit). */
+#define PARSE_SKIP 192
 #define PARSE_MINMATCH 4     /* hash-chain matches */
 #define PARSE_REPMIN 3       /* repeat-offset and 3-byte matches */
 #define PARSE_BLOCK 131072u  /* zstd's largest block */

@@ -108,6 +108,26 @@ static uint8_t *rnd(size_t n, uint64_t seed)
 	return b;
 }
 
+/* Fill b (at most cap bytes) with 5- to 8-byte pieces of a (n bytes) at pseudo-random
+ * places between 1- to 3-byte gaps taken from noise; returns the bytes written. Also used
+ * by test_delta_parse.c. */
+size_t test_delta_pieces(const uint8_t *a, size_t n, uint8_t *b, size_t cap, const uint8_t *noise, uint64_t seed);
+size_t test_delta_pieces(const uint8_t *a, size_t n, uint8_t *b, size_t cap, const uint8_t *noise, uint64_t seed)
+{
+	size_t nl = 0;
+	uint64_t x = seed;
+	while (nl + 16 < cap) {
+		x = x * 6364136223846793005u + 1442695040888963407u;
+		size_t len = 5 + (size_t)(x >> 40) % 4, at = (size_t)(x >> 11) % (n - len);
+		memcpy(b + nl, a + at, len);
+		nl += len;
+		size_t gap = 1 + (size_t)(x >> 5) % 3;
+		memcpy(b + nl, noise + nl, gap);
+		nl += gap;
+	}
+	return nl;
+}
+
 /* ---------------------------------------------------------------- round trips */
 
 static void test_delta_empty_and_tiny(void)
@@ -246,18 +266,9 @@ static void test_delta_threads_do_not_change_output(void)
  * still write the same patch, and it must apply. */
 static void test_delta_window_trials_threads(void)
 {
-	size_t n = 1u << 20, cap = (5u << 20) / 2, nl = 0;
+	size_t n = 1u << 20, cap = (5u << 20) / 2;
 	uint8_t *a = rnd(n, 41), *b = malloc(cap), *noise = rnd(cap, 42);
-	uint64_t x = 777;
-	while (nl + 16 < cap) {
-		x = x * 6364136223846793005u + 1442695040888963407u;
-		size_t len = 5 + (size_t)(x >> 40) % 4, at = (size_t)(x >> 11) % (n - len);
-		memcpy(b + nl, a + at, len);
-		nl += len;
-		size_t gap = 1 + (size_t)(x >> 5) % 3;
-		memcpy(b + nl, noise + nl, gap);
-		nl += gap;
-	}
+	size_t nl = test_delta_pieces(a, n, b, cap, noise, 777);
 	uint8_t *p[3] = {NULL, NULL, NULL};
 	size_t pl[3] = {0, 0, 0};
 	unsigned th[3] = {1, 2, 5};
