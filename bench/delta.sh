@@ -5,7 +5,8 @@
 # For every pair in ../shared/bench/pairs (see bench/README.md for what they are and how
 # to obtain them without that folder) it decompresses OLD and NEW under bench/out/, then
 # runs bsdiff/bspatch, xdelta3 -9, zstd --patch-from -22, and fota-delta (diff with
-# --threads 1 and with default threads, then patch; and fota-fast: --threads 1 at zstd
+# --threads 1 and with default threads, then patch; fota-z19: --threads 1 --level 19, zstd's
+# parser on the source-window blocks; and fota-fast: --threads 1 at zstd
 # level BENCH_FAST_LEVEL, default 9), measuring patch bytes, wall seconds
 # and peak RSS (/usr/bin/time) and checking every output against NEW with cmp. A
 # generated 1 GiB pair (skip it with BENCH_SKIP_1G=1) shows fota-delta's apply memory on
@@ -56,7 +57,7 @@ M_LOG="$work/last.log"
 status=0
 PAIRS=${BENCH_PAIRS:-"mp pyb libc esb ext4"}
 FAST_LEVEL=${BENCH_FAST_LEVEL:-9}
-TOOLS="bsdiff xdelta3 zstd fota-1t fota fota-fast"
+TOOLS="bsdiff xdelta3 zstd fota-1t fota fota-z19 fota-fast"
 
 # set_cmds TOOL OLD NEW PATCH OUT: fills DIFF and APPLY argument arrays.
 set_cmds() {
@@ -73,6 +74,9 @@ set_cmds() {
       APPLY=(zstd -q -d --long=27 -f "--patch-from=$old" "$p" -o "$o") ;;
     fota-1t) DIFF=("$FOTA" diff --threads 1 "$old" "$new" "$p"); APPLY=("$FOTA" patch "$old" "$p" "$o") ;;
     fota) DIFF=("$FOTA" diff "$old" "$new" "$p"); APPLY=("$FOTA" patch "$old" "$p" "$o") ;;
+    fota-z19)
+      DIFF=("$FOTA" diff --threads 1 --level 19 "$old" "$new" "$p")
+      APPLY=("$FOTA" patch "$old" "$p" "$o") ;;
     fota-fast)
       DIFF=("$FOTA" diff --threads 1 --level "$FAST_LEVEL" "$old" "$new" "$p")
       APPLY=("$FOTA" patch "$old" "$p" "$o") ;;
@@ -241,7 +245,7 @@ END {
   for (k = 1; k <= np; k++)
     for (i = 1; i <= n; i++) if (P[i] == order[k])
       printf "%-6s %-9s %12d %7s %8.2f %8.2f %9.1f %8.2f %9.1f  %-6s%s\n", P[i], T[i], B[i], R[i], DS[i], DC[i], mib(DK[i]), AS[i], mib(AK[i]), OK[i] == "ok" ? "ok" : OK[i], F[i]
-  printf "\nratio: patch bytes / smallest peer patch (bsdiff, xdelta3, zstd) on the pair. diff s: wall; diff cpu: user + system\nseconds (the speed target compares these). fota-1t = fota-delta diff --threads 1;\nfota-fast = fota-delta diff --threads 1 --level %s (the speed end of the trade-off, docs/fota-delta.md).\n", fast_level
+  printf "\nratio: patch bytes / smallest peer patch (bsdiff, xdelta3, zstd) on the pair. diff s: wall; diff cpu: user + system\nseconds (the speed target compares these). fota-1t = fota-delta diff --threads 1;\nfota-z19 = fota-delta diff --threads 1 --level 19 (the zstd parser for the source-window blocks: the\nprevious default); fota-fast = fota-delta diff --threads 1 --level %s (docs/fota-delta.md).\n", fast_level
   if (nt) {
     printf "\ntargets:\n"
     for (t = 1; t <= nt; t++) printf "  %-4s %-6s %-60s %s\n", tpass[t] ? "PASS" : "MISS", tpair[t], tname[t], tval[t]

@@ -23,20 +23,19 @@
 
 #include "delta_internal.h"
 
-/* Match finding: a chain of positions by 8-byte hash (long matches), a chain by 4-byte
- * hash (instructions), and the newest position of each 3-byte hash within PARSE_DIST3
- * (a 3-byte match further back costs more than its literals, as in zstd). Measured on
- * esb, one thread (chain steps counted, as CPU seconds were too noisy on the shared
- * machine): depths 8/4 with PARSE_REP_ENOUGH 16 and PARSE_SKIP 128: 2,364,533 bytes,
- * 27.3 M chain steps; 8/4, 8, 192 (these): 2,367,676 bytes, 22.8 M steps; 6/3, 8, 128:
- * 2,374,211 bytes, 20.6 M steps; 4/2: 2,387,426 bytes. Deeper chains (16/8, 32) gain
- * under 1 % for 1.5 to 2 times the parse time. */
+/* Match finding: a chain of positions by 8-byte hash (long matches), the newest
+ * position of each 4-byte hash (an instruction) and the newest of each 3-byte hash
+ * within PARSE_DIST3 (a 3-byte match further back costs more than its literals, as in
+ * zstd). Measured on esb, one thread (chain steps counted where CPU seconds were too
+ * noisy on the shared machine): with a 4-byte chain of depth 4 as well, 2,367,676 bytes
+ * for about 25 % more CPU in all than without it (2,387,022); 8-byte chain depth 6:
+ * 2,391,410, 12: 2,382,345; deeper chains (16, 32) gain under 1 % for 1.5 to 2 times
+ * the parse time. */
 #define PARSE_HLOG 20
 #define PARSE_H4LOG 18
 #define PARSE_H3LOG 16
 #define PARSE_DIST3 (1u << 18)
 #define PARSE_DEPTH8 8
-#define PARSE_DEPTH4 4
 /* A repeat-offset match this long ends the search at a position: a new offset would
  * have to be much longer to pay for itself. */
 #define PARSE_REP_ENOUGH 8
@@ -73,7 +72,7 @@ struct cand {
 struct parser {
 	const uint8_t *buf;  /* prefix then block */
 	size_t pre, end;     /* block = buf[pre, end) */
-	uint32_t *head, *chain, *head4, *chain4, *head3;
+	uint32_t *head, *chain, *head4, *head3;
 	size_t next_ins;
 	size_t h3from;      /* 3-byte hashes index positions from here */
 	unsigned hlog, h4log, h3log;
@@ -248,9 +247,7 @@ static void insert_upto(struct parser *ps, size_t pos)
 	for (size_t i = ps->next_ins; i < pos; i++) {
 		if (i >= ps->h3from)
 			ps->head3[hash3(ps->buf + i, ps->h3log)] = (uint32_t)i;
-		uint32_t h4 = hash4(ps->buf + i, ps->h4log);
-		ps->chain4[i] = ps->head4[h4];
-		ps->head4[h4] = (uint32_t)i;
+		ps->head4[hash4(ps->buf + i, ps->h4log)] = (uint32_t)i;
 		uint32_t h = hash8(ps->buf + i, ps->hlog);
 		ps->chain[i] = ps->head[h];
 		ps->head[h] = (uint32_t)i;
@@ -259,30 +256,24 @@ static void insert_upto(struct parser *ps, size_t pos)
 		ps->next_ins = pos;
 }
 
-/* Walk a chain from pos for at most depth candidates, appending each longer match to
- * the candidates. Returns 1 when a match reached PARSE_SUFF or the limit (search over). */
-static int walk(struct parser *ps, const uint32_t *chain, unsigned depth, size_t pos, size_t limit, size_t *best,
-		size_t *n)
+/* A candidate at distance off from pos: kept when longer than *best. Returns 1 when it
+ * reached PARSE_SUFF or the limit (the search is over). */
+static int take(struct parser *ps, size_t pos, size_t off, size_t limit, size_t *best, size_t *n)
 {
-	const uint8_t *cur = ps->buf + pos;
-	uint32_t m = chain[pos];
-	for (unsigned d = 0; d < depth && m != UINT32_MAX; d++, m = chain[m]) {
-		const uint8_t *c = ps->buf + m;
-		if (c[*best] != cur[*best])
-			continue;
-		size_t l = delta_common_len(cur, c, limit);
-		if (l > *best) {
-			*best = l;
-			if (*n < sizeof(ps->cands) / sizeof(ps->cands[0]))
-				ps->cands[(*n)++] = (struct cand){(uint32_t)(pos - m), (uint32_t)l};
-			if (l >= PARSE_SUFF || l == limit)
-				return 1;
-		}
-	}
-	return 0;
+	const uint8_t *cur = ps->buf + pos, *c = cur - off;
+	if (c[*best] != cur[*best]) /* (the pad makes this readable at the end) */
+		return 0;
+	size_t l = delta_common_len(cur, c, limit);
+	if (l <= *best)
+		return 0;
+	*best = l;
+	if (*n < sizeof(ps->cands) / sizeof(ps->cands[0]))
+		ps->cands[(*n)++] = (struct cand){(uint32_t)off, (uint32_t)l};
+	return l >= PARSE_SUFF || l == limit;
 }
 
-/* Matches at pos (lengths ascending, at most to limit): repeat offsets, then the chain.
+/* Matches at pos (lengths ascending, at most to limit): the repeat offsets, then the
+ * newest 3-byte match when none repeats, the newest 4-byte one, then the 8-byte chain.
  * Returns the number of candidates. */
 static size_t find(struct parser *ps, size_t pos, size_t limit, const uint32_t rep[3], int ll0)
 {
@@ -292,38 +283,27 @@ static size_t find(struct parser *ps, size_t pos, size_t limit, const uint32_t r
 		uint32_t off = r < 3 ? rep[r] : rep[0] - 1;
 		if ((r == 0 && ll0) || off == 0 || off > pos)
 			continue;
-		size_t l = delta_common_len(cur, cur - off, limit);
-		if (l > best) {
-			best = l;
-			ps->cands[n++] = (struct cand){off, (uint32_t)l};
-			if (l >= PARSE_SUFF || l == limit)
-				return n;
-		}
+		if (take(ps, pos, off, limit, &best, &n))
+			return n;
 	}
 	if (best >= PARSE_REP_ENOUGH)
 		return n;
 	insert_upto(ps, pos);
-	uint32_t m;
-	if (n == 0) {
-		m = ps->head3[hash3(cur, ps->h3log)];
-		if (m < pos && pos - m < PARSE_DIST3) {
-			size_t l = delta_common_len(cur, ps->buf + m, limit);
-			if (l > best) {
-				best = l;
-				ps->cands[n++] = (struct cand){(uint32_t)(pos - m), (uint32_t)l};
-				if (l >= PARSE_SUFF || l == limit)
-					return n;
-			}
-		}
-	}
+	uint32_t m = ps->head3[hash3(cur, ps->h3log)];
+	if (n == 0 && m < pos && pos - m < PARSE_DIST3 && take(ps, pos, pos - m, limit, &best, &n))
+		return n;
 	if (limit < PARSE_MINMATCH)
 		return n;
 	if (best < PARSE_MINMATCH - 1)
 		best = PARSE_MINMATCH - 1;
-	insert_upto(ps, pos + 1);
-	if (walk(ps, ps->chain4, PARSE_DEPTH4, pos, limit, &best, &n))
+	m = ps->head4[hash4(cur, ps->h4log)];
+	if (m < pos && take(ps, pos, pos - m, limit, &best, &n))
 		return n;
-	walk(ps, ps->chain, PARSE_DEPTH8, pos, limit, &best, &n);
+	insert_upto(ps, pos + 1);
+	m = ps->chain[pos];
+	for (unsigned d = 0; d < PARSE_DEPTH8 && m != UINT32_MAX; d++, m = ps->chain[m])
+		if (take(ps, pos, pos - m, limit, &best, &n))
+			break;
 	return n;
 }
 
@@ -482,11 +462,11 @@ static size_t seq_max(uint64_t n)
 }
 
 /* Hash table sizes for n positions: the constants' sizes, smaller for small inputs (at
- * most one 8-byte head per four positions). */
+ * most one 8-byte head per two positions). */
 static void table_logs(size_t n, unsigned *hlog, unsigned *h4log, unsigned *h3log)
 {
 	unsigned l = 10;
-	while (l < PARSE_HLOG && ((size_t)4 << l) < n)
+	while (l < PARSE_HLOG && ((size_t)2 << l) < n)
 		l++;
 	*hlog = l;
 	*h4log = l - 2 < PARSE_H4LOG ? l - 2 : PARSE_H4LOG;
@@ -505,9 +485,9 @@ uint64_t delta_parse_mem(uint64_t pre_len, uint64_t n, unsigned wlog)
 	cp.searchLog = 1;
 	cp.minMatch = PARSE_REPMIN;
 	cp.strategy = ZSTD_lazy;
-	/* two chains, heads, decode check, sequences (at most one per 3 bytes
+	/* the chain, heads, decode check, sequences (at most one per 3 bytes
 	 * plus delimiters), the parse table and the two zstd contexts */
-	return all * 8 + (((uint64_t)1 << hl) + ((uint64_t)1 << h4l) + ((uint64_t)1 << h3l)) * 4 + n +
+	return all * 4 + (((uint64_t)1 << hl) + ((uint64_t)1 << h4l) + ((uint64_t)1 << h3l)) * 4 + n +
 	       seq_max(n) * sizeof(ZSTD_Sequence) +
 	       (PARSE_OPT_NUM + PARSE_SUFF + 1) * sizeof(struct node) + ZSTD_estimateCCtxSize_usingCParams(cp) +
 	       ZSTD_estimateDCtxSize();
@@ -531,7 +511,6 @@ fota_status delta_parse_window(const uint8_t *buf, size_t pre_len, size_t n, int
 	ps.head = malloc(((size_t)1 << ps.hlog) * sizeof(*ps.head));
 	ps.chain = malloc((pre_len + n) * sizeof(*ps.chain));
 	ps.head4 = malloc(((size_t)1 << ps.h4log) * sizeof(*ps.head4));
-	ps.chain4 = malloc((pre_len + n) * sizeof(*ps.chain4));
 	ps.head3 = malloc(((size_t)1 << ps.h3log) * sizeof(*ps.head3));
 	ps.opt = malloc((PARSE_OPT_NUM + PARSE_SUFF + 1) * sizeof(*ps.opt));
 	chk = malloc(n);
@@ -539,7 +518,7 @@ fota_status delta_parse_window(const uint8_t *buf, size_t pre_len, size_t n, int
 	ps.seq = malloc(ps.capseq * sizeof(*ps.seq));
 	cc = ZSTD_createCCtx();
 	dc = ZSTD_createDCtx();
-	if (!ps.head || !ps.chain || !ps.head4 || !ps.chain4 || !ps.head3 || !ps.opt || !chk || !ps.seq || !cc || !dc)
+	if (!ps.head || !ps.chain || !ps.head4 || !ps.head3 || !ps.opt || !chk || !ps.seq || !cc || !dc)
 		goto out;
 	memset(ps.head, 0xFF, ((size_t)1 << ps.hlog) * sizeof(*ps.head));
 	memset(ps.head4, 0xFF, ((size_t)1 << ps.h4log) * sizeof(*ps.head4));
@@ -614,7 +593,6 @@ out:
 	free(ps.chain);
 	free(ps.head4);
 	free(ps.head3);
-	free(ps.chain4);
 	free(ps.opt);
 	free(ps.seq);
 	ZSTD_freeCCtx(cc);
