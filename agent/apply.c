@@ -841,8 +841,9 @@ int agent_apply(struct agent *a, struct fota_error *err)
 	bool scan = c->mode == FOTA_MODE_AB;
 	for (size_t k = (size_t)a->j.ap_next; k < n; k++) {
 		const struct fota_chunk *ch = &im->chunks[k];
-		if (scan && slot_holds(&ap, ch, &scan, err) != FOTA_OK) {
-			x = agent_fail(a, AGENT_EXIT_IO);
+		fota_status scan_rc = scan ? slot_holds(&ap, ch, &scan, err) : FOTA_OK;
+		if (scan_rc != FOTA_OK) {
+			x = agent_fail(a, scan_rc == FOTA_E_IO ? AGENT_EXIT_IO : agent_exit_for(scan_rc));
 			goto out;
 		}
 		if (ch->target_offset != prefix)
