@@ -26,24 +26,25 @@
 /* Match finding: a chain of positions by 8-byte hash (long matches), the newest
  * position of each 4-byte hash (an instruction) and the newest of each 3-byte hash
  * within PARSE_DIST3 (a 3-byte match further back costs more than its literals, as in
- * zstd). Measured on esb, one thread (chain steps counted where CPU seconds were too
- * noisy on the shared machine): with a 4-byte chain of depth 4 as well, 2,367,676 bytes
- * for about 25 % more CPU in all than without it (2,387,022); 8-byte chain depth 6:
- * 2,391,410, 12: 2,382,345; deeper chains (16, 32) gain under 1 % for 1.5 to 2 times
+ * zstd). Measured on esb, one thread (CPU seconds from paired runs, noisy on the shared
+ * machine): with a 4-byte chain of depth 4 as well, 2,367,676 bytes for about 25 % more
+ * CPU in all; 8-byte chain depth 8, repeat match of 8 enough, skip at 3/4 bit:
+ * 2,377,472 bytes; these (6, 6, 1.25 bit): 2,389,007 bytes for about 10 % less CPU; depth 12:
+ * 2,382,345 (with 8 and 3/4 bit); deeper chains (16, 32) gain under 1 % for 1.5 to 2 times
  * the parse time. */
 #define PARSE_HLOG 20
 #define PARSE_H4LOG 18
 #define PARSE_H3LOG 16
 #define PARSE_DIST3 (1u << 18)
-#define PARSE_DEPTH8 8
+#define PARSE_DEPTH8 6
 /* A repeat-offset match this long ends the search at a position: a new offset would
  * have to be much longer to pay for itself. */
-#define PARSE_REP_ENOUGH 8
+#define PARSE_REP_ENOUGH 6
 /* A match this long is taken at once (zstd's "sufficient length"). */
 #define PARSE_SUFF 32
-/* A position is not searched when the next one is already reached within 3/4 bit of
+/* A position is not searched when the next one is already reached within 1.25 bit of
  * its own price (zstd's btopt shortcut uses half a bit). */
-#define PARSE_SKIP 192
+#define PARSE_SKIP 320
 #define PARSE_MINMATCH 4     /* hash-chain matches */
 #define PARSE_REPMIN 3       /* repeat-offset and 3-byte matches */
 #define PARSE_BLOCK 131072u  /* zstd's largest block */
