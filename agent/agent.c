@@ -1243,13 +1243,13 @@ static bool final_failure(int x)
 }
 
 /* A write that failed for want of room (ENOSPC, or EFBIG under a file-size limit). A
- * download's sink says so as data (fumo_fetch_no_space); for writes outside a request
- * (the apply, the journal) the storage interface carries no errno, so the backends'
- * strerror() text is what tells. */
-static bool no_space(const struct agent *a, const char *msg)
+ * download's sink says so through the fetch failure (fumo_fetch_no_space); writes
+ * outside a request (the apply, the journal) through the errno their storage backend
+ * recorded in the error (fota_error_errno). */
+static bool no_space(const struct agent *a, const struct fota_error *err)
 {
 	return fumo_fetch_no_space(&a->last_fetch) ||
-	       (msg && (strstr(msg, strerror(ENOSPC)) || strstr(msg, strerror(EFBIG))));
+	       (err && (err->sys_errno == ENOSPC || err->sys_errno == EFBIG));
 }
 
 /* Floor raised after a successful install (FORMAT.md 3.3). */
@@ -1474,7 +1474,7 @@ static int drive(struct agent *a, struct fota_error *err)
 	}
 	if (x == AGENT_EXIT_DEFERRED)
 		return x; /* journaled by the policy: resume asks again when it is due */
-	if (x == AGENT_EXIT_IO && no_space(a, err ? err->msg : NULL))
+	if (x == AGENT_EXIT_IO && no_space(a, err))
 		a->cause = FUMO_CAUSE_NO_SPACE;
 	if (x != 0 && x != RES_CHANGED && inplace_committed(a))
 		return hold_job(a, x, err);

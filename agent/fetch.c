@@ -127,15 +127,17 @@ static enum fetch_result failed(struct agent_fetch *f, enum fetch_result r, enum
 	return r;
 }
 
-/* Hand bytes to the sink; when it fails, the errno its write left is the cause's. */
+/* Hand bytes to the sink; when it fails, the cause's errno is the one the sink
+ * recorded in err (fota_error_errno), else the one its write left in errno. */
 static bool feed(struct agent_fetch *f, fetch_sink sink, void *ctx, const uint8_t *buf, size_t len,
 		 struct fota_error *err)
 {
 	errno = 0;
 	if (sink(ctx, buf, len, err) == FOTA_OK)
 		return true;
+	int e = errno;
 	f->fail.cause = FETCH_CAUSE_SINK;
-	f->fail.sys_errno = errno;
+	f->fail.sys_errno = err && err->sys_errno ? err->sys_errno : e;
 	return false;
 }
 

@@ -59,13 +59,13 @@ int agent_hook_run(const char *what, const char *cmd, const char *const *args, c
 	if (out && cap)
 		out[0] = 0;
 	if (pipe2(p, O_CLOEXEC) != 0) {
-		fota_error_set(err, FOTA_E_IO, "%s: pipe: %s", what, strerror(errno));
+		fota_error_errno(err, FOTA_E_IO, errno, "%s: pipe", what);
 		return AGENT_HOOK_FAILED;
 	}
 	fflush(NULL);
 	pid_t pid = fork();
 	if (pid < 0) {
-		fota_error_set(err, FOTA_E_IO, "%s: fork: %s", what, strerror(errno));
+		fota_error_errno(err, FOTA_E_IO, errno, "%s: fork", what);
 		close(p[0]);
 		close(p[1]);
 		return AGENT_HOOK_FAILED;
@@ -109,7 +109,7 @@ int agent_hook_run(const char *what, const char *cmd, const char *const *args, c
 		if (w == pid)
 			break;
 		if (w < 0 && errno != EINTR) {
-			fota_error_set(err, FOTA_E_IO, "%s: waitpid: %s", what, strerror(errno));
+			fota_error_errno(err, FOTA_E_IO, errno, "%s: waitpid", what);
 			close(p[0]);
 			return AGENT_HOOK_FAILED;
 		}

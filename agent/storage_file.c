@@ -46,8 +46,8 @@ static fota_status file_read(struct fota_storage *s, uint64_t off, void *buf, si
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
-			return fota_error_set(err, FOTA_E_IO, "%s: read at %llu: %s", s->name,
-					      (unsigned long long)off, strerror(errno));
+			return fota_error_errno(err, FOTA_E_IO, errno, "%s: read at %llu", s->name,
+						(unsigned long long)off);
 		if (n == 0)
 			return fota_error_set(err, FOTA_E_IO, "%s: read at %llu: past the end", s->name,
 					      (unsigned long long)off);
@@ -68,9 +68,12 @@ static fota_status file_write(struct fota_storage *s, uint64_t off, const void *
 		ssize_t n = pwrite(f->fd, p, len, (off_t)off);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n <= 0)
-			return fota_error_set(err, FOTA_E_IO, "%s: write at %llu: %s", s->name,
-					      (unsigned long long)off, n < 0 ? strerror(errno) : "no progress");
+		if (n < 0)
+			return fota_error_errno(err, FOTA_E_IO, errno, "%s: write at %llu", s->name,
+						(unsigned long long)off);
+		if (n == 0)
+			return fota_error_set(err, FOTA_E_IO, "%s: write at %llu: no progress", s->name,
+					      (unsigned long long)off);
 		p += n;
 		off += (uint64_t)n;
 		len -= (size_t)n;
@@ -89,7 +92,7 @@ static fota_status file_sync(struct fota_storage *s, struct fota_error *err)
 {
 	struct file_storage *f = (struct file_storage *)s;
 	if (fsync(f->fd) != 0)
-		return fota_error_set(err, FOTA_E_IO, "%s: fsync: %s", s->name, strerror(errno));
+		return fota_error_errno(err, FOTA_E_IO, errno, "%s: fsync", s->name);
 	return FOTA_OK;
 }
 
@@ -98,11 +101,11 @@ static fota_status file_size(struct fota_storage *s, uint64_t *out, struct fota_
 	struct file_storage *f = (struct file_storage *)s;
 	struct stat st;
 	if (fstat(f->fd, &st) != 0)
-		return fota_error_set(err, FOTA_E_IO, "%s: stat: %s", s->name, strerror(errno));
+		return fota_error_errno(err, FOTA_E_IO, errno, "%s: stat", s->name);
 	if (S_ISBLK(st.st_mode)) {
 		uint64_t sz = 0;
 		if (ioctl(f->fd, BLKGETSIZE64, &sz) != 0)
-			return fota_error_set(err, FOTA_E_IO, "%s: BLKGETSIZE64: %s", s->name, strerror(errno));
+			return fota_error_errno(err, FOTA_E_IO, errno, "%s: BLKGETSIZE64", s->name);
 		*out = sz;
 	} else {
 		*out = (uint64_t)st.st_size;
@@ -134,7 +137,7 @@ static fota_status open_fd(const char *path, int flags, struct fota_storage **ou
 {
 	int fd = open(path, flags | O_CLOEXEC, 0644);
 	if (fd < 0)
-		return fota_error_set(err, FOTA_E_IO, "%s: %s", path, strerror(errno));
+		return fota_error_errno(err, FOTA_E_IO, errno, "%s", path);
 	struct stat st;
 	if (fstat(fd, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
 		close(fd);
@@ -194,7 +197,7 @@ static fota_status dir_load(struct fota_store *st, const char *name, size_t max,
 	if (access(path, F_OK) != 0) {
 		if (errno == ENOENT)
 			return FOTA_OK;
-		return fota_error_set(err, FOTA_E_IO, "%s: %s", path, strerror(errno));
+		return fota_error_errno(err, FOTA_E_IO, errno, "%s", path);
 	}
 	fota_status rc = fota_read_file(path, max, data, len, err);
 	if (rc == FOTA_OK)
@@ -221,7 +224,7 @@ static fota_status dir_remove(struct fota_store *st, const char *name, struct fo
 	if (unlink(path) != 0) {
 		if (errno == ENOENT)
 			return FOTA_OK;
-		return fota_error_set(err, FOTA_E_IO, "%s: unlink: %s", path, strerror(errno));
+		return fota_error_errno(err, FOTA_E_IO, errno, "%s: unlink", path);
 	}
 	return fota_sync_parent_dir(path, err);
 }
@@ -260,7 +263,7 @@ fota_status fota_dirstore_open(const char *dir, struct fota_store **out, struct 
 	*out = NULL;
 	struct stat st;
 	if (stat(dir, &st) != 0)
-		return fota_error_set(err, FOTA_E_IO, "state_dir %s: %s", dir, strerror(errno));
+		return fota_error_errno(err, FOTA_E_IO, errno, "state_dir %s", dir);
 	if (!S_ISDIR(st.st_mode))
 		return fota_error_set(err, FOTA_E_IO, "state_dir %s: not a directory", dir);
 	/* access() answers for root too, so probe with a real file. */
@@ -269,7 +272,7 @@ fota_status fota_dirstore_open(const char *dir, struct fota_store **out, struct 
 		return fota_error_set(err, FOTA_E_ARG, "state_dir %s: path too long", dir);
 	int fd = open(probe, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
-		return fota_error_set(err, FOTA_E_IO, "state_dir %s: not writable: %s", dir, strerror(errno));
+		return fota_error_errno(err, FOTA_E_IO, errno, "state_dir %s: not writable", dir);
 	close(fd);
 	unlink(probe);
 	struct dir_store *d = calloc(1, sizeof(*d));

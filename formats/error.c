@@ -39,10 +39,26 @@ fota_status fota_error_set(struct fota_error *err, fota_status code, const char 
 	if (!err)
 		return code;
 	err->code = code;
+	err->sys_errno = 0;
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
 	va_end(ap);
+	return code;
+}
+
+fota_status fota_error_errno(struct fota_error *err, fota_status code, int errnum, const char *fmt, ...)
+{
+	if (!err)
+		return code;
+	char what[FOTA_ERROR_MSG_MAX];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	err->code = code;
+	err->sys_errno = errnum;
+	snprintf(err->msg, sizeof(err->msg), "%s: %s", what, strerror(errnum));
 	return code;
 }
 
@@ -67,4 +83,5 @@ void fota_error_clear(struct fota_error *err)
 		return;
 	err->code = FOTA_OK;
 	err->msg[0] = '\0';
+	err->sys_errno = 0;
 }

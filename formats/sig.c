@@ -672,7 +672,7 @@ fota_status fota_sig_sign(const struct fota_signer *s, const uint8_t *data, size
 		const unsigned char *p = enc;
 		CMS_ContentInfo *back = d2i_CMS_ContentInfo(NULL, &p, n);
 		STACK_OF(CMS_SignerInfo) *bsis = back ? CMS_get0_SignerInfos(back) : NULL;
-		struct fota_error why = {FOTA_OK, "does not parse"};
+		struct fota_error why = {.code = FOTA_OK, .msg = "does not parse"};
 		int ok = back && sk_CMS_SignerInfo_num(bsis) == 1 &&
 			 check_signature(back, sk_CMS_SignerInfo_value(bsis, 0), data, len, &why) == FOTA_OK;
 		CMS_ContentInfo_free(back);

@@ -66,7 +66,7 @@ fota_status fota_sync_parent_dir(const char *path, struct fota_error *err)
 	int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	fota_status rc = FOTA_OK;
 	if (dfd < 0 || fsync(dfd) != 0)
-		rc = fota_error_set(err, FOTA_E_IO, "%s: sync directory: %s", path, strerror(errno));
+		rc = fota_error_errno(err, FOTA_E_IO, errno, "%s: sync directory", path);
 	if (dfd >= 0)
 		close(dfd);
 	free(copy);
@@ -81,7 +81,7 @@ fota_status fota_write_file_atomic(const char *path, const void *data, size_t le
 	fota_status rc = FOTA_OK;
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0) {
-		rc = fota_error_set(err, FOTA_E_IO, "%s: %s", tmp, strerror(errno));
+		rc = fota_error_errno(err, FOTA_E_IO, errno, "%s", tmp);
 		goto out;
 	}
 	const uint8_t *p = data;
@@ -91,24 +91,24 @@ fota_status fota_write_file_atomic(const char *path, const void *data, size_t le
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
-			rc = fota_error_set(err, FOTA_E_IO, "%s: write: %s", tmp, strerror(errno));
+			rc = fota_error_errno(err, FOTA_E_IO, errno, "%s: write", tmp);
 			goto out;
 		}
 		p += n;
 		left -= (size_t)n;
 	}
 	if (fsync(fd) != 0) {
-		rc = fota_error_set(err, FOTA_E_IO, "%s: fsync: %s", tmp, strerror(errno));
+		rc = fota_error_errno(err, FOTA_E_IO, errno, "%s: fsync", tmp);
 		goto out;
 	}
 	if (close(fd) != 0) {
 		fd = -1;
-		rc = fota_error_set(err, FOTA_E_IO, "%s: close: %s", tmp, strerror(errno));
+		rc = fota_error_errno(err, FOTA_E_IO, errno, "%s: close", tmp);
 		goto out;
 	}
 	fd = -1;
 	if (rename(tmp, path) != 0) {
-		rc = fota_error_set(err, FOTA_E_IO, "%s: rename: %s", path, strerror(errno));
+		rc = fota_error_errno(err, FOTA_E_IO, errno, "%s: rename", path);
 		goto out;
 	}
 	rc = fota_sync_parent_dir(path, err);
@@ -126,7 +126,7 @@ fota_status fota_read_file(const char *path, size_t max, uint8_t **out, size_t *
 	*out = NULL;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return fota_error_set(err, FOTA_E_IO, "%s: %s", path, strerror(errno));
+		return fota_error_errno(err, FOTA_E_IO, errno, "%s", path);
 	fota_status rc = FOTA_OK;
 	uint8_t *buf = NULL;
 	struct stat st;

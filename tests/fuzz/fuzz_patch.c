@@ -101,7 +101,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 	}
 	struct fota_delta_io io = {&f, size, f_read_patch, f_read_source, f_write};
-	struct fota_error err = {FOTA_OK, ""};
+	struct fota_error err = { 0 };
 	uint64_t tsize = UINT64_MAX;
 	fota_status st = fota_delta_apply(&io, SRC_LEN, FOTA_DELTA_MEM_DEFAULT, &tsize, &err);
 	if (st == FOTA_OK) {

@@ -191,7 +191,18 @@ static fota_status count_sink(void *ctx, const uint8_t *buf, size_t len, struct 
 	return FOTA_OK;
 }
 
-/* A sink whose write ran out of room, as a storage backend leaves it: errno set. */
+/* A sink whose write ran out of room, recorded as the storage backend does
+ * (fota_error_errno), with errno changed since (a log write after the failure). */
+static fota_status recorded_full_sink(void *ctx, const uint8_t *buf, size_t len, struct fota_error *err)
+{
+	(void)ctx;
+	(void)buf;
+	fota_error_errno(err, FOTA_E_IO, EFBIG, "cache: write of %zu bytes", len);
+	errno = EBADF;
+	return FOTA_E_IO;
+}
+
+/* A sink whose write ran out of room, as a plain write leaves it: only errno set. */
 static fota_status full_sink(void *ctx, const uint8_t *buf, size_t len, struct fota_error *err)
 {
 	(void)ctx;
@@ -237,6 +248,10 @@ static void test_fumo_fetch_records_causes(void)
 	CU_ASSERT_EQUAL(ff.sys_errno, ENOSPC);
 	CU_ASSERT(fumo_fetch_no_space(&ff));
 	CU_ASSERT_EQUAL(fumo_result_for(AGENT_EXIT_IO, FUMO_CAUSE_NONE, false, &ff), 501);
+	CU_ASSERT_EQUAL(fetch_once(f, 0, 100, recorded_full_sink, NULL, &err), FETCH_SINK);
+	ff = agent_fetch_failure(f);
+	CU_ASSERT_EQUAL(ff.sys_errno, EFBIG);
+	CU_ASSERT(fumo_fetch_no_space(&ff));
 
 	struct agent_validators other = { .total = sizeof(data) - 1 };
 	CU_ASSERT_EQUAL(fetch_once(f, 0, 100, count_sink, &other, &err), FETCH_CHANGED);
@@ -561,9 +576,169 @@ static void test_fumo_powercut(void)
 	free(dst);
 }
 
+/* fota_error_errno keeps the errno as data: set, prefixed (kept), overwritten and
+ * cleared (dropped). */
+static void test_fumo_error_errno(void)
+{
+	struct fota_error e;
+	fota_error_clear(&e);
+	CU_ASSERT_EQUAL(fota_error_errno(&e, FOTA_E_IO, ENOSPC, "slot %s: write at %d", "b", 4096), FOTA_E_IO);
+	CU_ASSERT_EQUAL(e.code, FOTA_E_IO);
+	CU_ASSERT_EQUAL(e.sys_errno, ENOSPC);
+	char want[FOTA_ERROR_MSG_MAX];
+	snprintf(want, sizeof(want), "slot b: write at 4096: %s", strerror(ENOSPC));
+	CU_ASSERT_STRING_EQUAL(e.msg, want);
+	CU_ASSERT_EQUAL(fota_error_prefix(&e, "apply: "), FOTA_E_IO);
+	CU_ASSERT_EQUAL(e.sys_errno, ENOSPC);
+	CU_ASSERT(strncmp(e.msg, "apply: slot b", 13) == 0);
+	fota_error_set(&e, FOTA_E_INTEGRITY, "chunk 3: sha256 mismatch");
+	CU_ASSERT_EQUAL(e.sys_errno, 0);
+	fota_error_errno(&e, FOTA_E_IO, EIO, "x");
+	CU_ASSERT_EQUAL(e.sys_errno, EIO);
+	fota_error_clear(&e);
+	CU_ASSERT_EQUAL(e.sys_errno, 0);
+	CU_ASSERT_EQUAL(e.code, FOTA_OK);
+	CU_ASSERT_EQUAL(fota_error_errno(NULL, FOTA_E_IO, ENOSPC, "x"), FOTA_E_IO);
+}
+
+/* sim devices whose slot_b refuses writes after the first `room` bytes with `fail_errno`,
+ * its message free of strerror text: what the agent concludes must come from the errno. */
+struct full_dev {
+	struct fota_storage s;
+	struct fota_storage *inner;
+	uint64_t room, written;
+	int fail_errno;
+};
+struct full_devs {
+	struct fota_devices sim;
+	uint64_t room;
+	int fail_errno;
+};
+static fota_status full_read(struct fota_storage *s, uint64_t off, void *buf, size_t len, struct fota_error *err)
+{
+	return fota_storage_read(((struct full_dev *)s)->inner, off, buf, len, err);
+}
+static fota_status full_write(struct fota_storage *s, uint64_t off, const void *buf, size_t len,
+			      struct fota_error *err)
+{
+	struct full_dev *d = (struct full_dev *)s;
+	if (d->written + len > d->room) {
+		fota_error_set(err, FOTA_E_IO, "%s: the device refused the write", s->name);
+		if (err)
+			err->sys_errno = d->fail_errno;
+		return FOTA_E_IO;
+	}
+	d->written += len;
+	return fota_storage_write(d->inner, off, buf, len, err);
+}
+static fota_status full_sync(struct fota_storage *s, struct fota_error *err)
+{
+	return fota_storage_sync(((struct full_dev *)s)->inner, err);
+}
+static fota_status full_size(struct fota_storage *s, uint64_t *out, struct fota_error *err)
+{
+	return fota_storage_size(((struct full_dev *)s)->inner, out, err);
+}
+static void full_close(struct fota_storage *s)
+{
+	fota_storage_close(((struct full_dev *)s)->inner);
+	free(s);
+}
+static const struct fota_storage_ops full_ops = { full_read, full_write, full_sync, full_size, full_close };
+static fota_status full_open(void *ctx, const char *path, bool writable, struct fota_storage **out,
+			     struct fota_error *err)
+{
+	struct full_devs *fd = ctx;
+	fota_status rc = fd->sim.open(fd->sim.ctx, path, writable, out, err);
+	if (rc != FOTA_OK || strcmp(path, "slot_b") != 0)
+		return rc;
+	struct full_dev *d = calloc(1, sizeof(*d));
+	if (!d) {
+		fota_storage_close(*out);
+		*out = NULL;
+		return fota_error_set(err, FOTA_E_NOMEM, "out of memory");
+	}
+	d->s.ops = &full_ops;
+	snprintf(d->s.name, sizeof(d->s.name), "%s", (*out)->name);
+	d->inner = *out;
+	d->room = fd->room;
+	d->fail_errno = fd->fail_errno;
+	*out = &d->s;
+	return FOTA_OK;
+}
+
+/* A write to the slot that fails with ENOSPC or EFBIG is "the update ran out of space"
+ * (502, state 70, exit 4) from the errno the backend recorded, whatever its message
+ * says; EIO is not. After room appears, resume completes. */
+static void test_fumo_no_space_from_errno(void)
+{
+	uint8_t *src, *dst;
+	size_t len;
+	tagent_pair(&src, &dst, &len, 12);
+	char *path = NULL;
+	CU_ASSERT_FATAL(asprintf(&path, "%s/fumo-nospace.fota", unit_tmpdir()) > 0);
+	struct tpkg o = { .mode = FOTA_MODE_AB, .chunk = 8192, .corrupt_chunk = -1 };
+	CU_ASSERT_EQUAL_FATAL(tagent_build(path, src, len, dst, len, &o), 0);
+	char url[600];
+	snprintf(url, sizeof(url), "file://%s", path);
+	struct agent_config *cfg = tagent_config(FOTA_MODE_AB, false, NULL);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cfg);
+	const int errnos[] = { ENOSPC, EFBIG, EIO };
+	for (size_t i = 0; i < sizeof(errnos) / sizeof(errnos[0]); i++) {
+		struct fota_sim *sim = fota_sim_new();
+		CU_ASSERT_PTR_NOT_NULL_FATAL(sim);
+		uint8_t *junk = calloc(1, len);
+		CU_ASSERT_FATAL(junk && fota_sim_dev_set(sim, "slot_a", src, len) == FOTA_OK &&
+				fota_sim_dev_set(sim, "slot_b", junk, len) == FOTA_OK);
+		free(junk);
+		struct full_devs fd = { fota_sim_devices(sim), 16384, errnos[i] };
+		struct tclock ck = { .now_ms = 1780000000000, .tick_ms = 150 };
+		struct agent_env env = { cfg, fota_sim_store(sim), { &fd, full_open }, tagent_clock(&ck), NULL };
+		struct agent *a = NULL;
+		struct fota_error err;
+		fota_error_clear(&err);
+		CU_ASSERT_EQUAL_FATAL(agent_open(&env, &a, &err), FOTA_OK);
+		int rc = agent_download_op(a, url, true, NULL, &err);
+		const struct agent_journal *j = agent_journal(a);
+		CU_ASSERT_EQUAL(rc, AGENT_EXIT_IO);
+		CU_ASSERT(strstr(err.msg, strerror(errnos[i])) == NULL);
+		if (errnos[i] == EIO) {
+			CU_ASSERT_NOT_EQUAL(j->result, 502);
+			CU_ASSERT_NOT_EQUAL(j->alert_result, 502);
+		} else {
+			CU_ASSERT_EQUAL(j->state, FUMO_UPD_FAILED_DATA);
+			CU_ASSERT_EQUAL(j->alert_result, 502);
+		}
+		agent_close(a);
+		/* room again: resume (or update) completes the job with the exact target */
+		fd.room = UINT64_MAX;
+		CU_ASSERT_EQUAL_FATAL(agent_open(&env, &a, &err), FOTA_OK);
+		/* 502 ends the operation (resume waits for a new one); the user retries the update */
+		rc = errnos[i] == EIO ? agent_resume(a, &err) : agent_update(a, &err);
+		if (rc != 0)
+			fprintf(stderr, "\n  errno %d: after room: rc %d state %d: %s\n", errnos[i], rc,
+				agent_journal(a)->state, err.msg);
+		CU_ASSERT_EQUAL(rc, 0);
+		CU_ASSERT_EQUAL(agent_journal(a)->state, FUMO_UPD_OK_NODATA);
+		agent_close(a);
+		size_t n = 0;
+		uint8_t *got = fota_sim_dev_get(sim, "slot_b", &n);
+		CU_ASSERT(got && n >= len && memcmp(got, dst, len) == 0);
+		CU_ASSERT_EQUAL(fota_sim_dev_writes(sim, "slot_a"), 0);
+		free(got);
+		fota_sim_free(sim);
+	}
+	agent_config_free(cfg);
+	free(path);
+	free(src);
+	free(dst);
+}
+
 static void add(CU_pSuite s)
 {
 	UNIT_ADD(s, test_fumo_state_names);
+	UNIT_ADD(s, test_fumo_error_errno);
+	UNIT_ADD(s, test_fumo_no_space_from_errno);
 	UNIT_ADD(s, test_fumo_transitions);
 	UNIT_ADD(s, test_fumo_result_table);
 	UNIT_ADD(s, test_fumo_result_for);

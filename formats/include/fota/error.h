@@ -46,6 +46,7 @@ typedef enum fota_status {
 struct fota_error {
 	fota_status code;
 	char msg[FOTA_ERROR_MSG_MAX];
+	int sys_errno; /* the errno behind the error (ENOSPC...), 0 when none: set only by fota_error_errno */
 };
 
 /* Short, fixed description of a status ("signature invalid"). Never NULL. */
@@ -60,8 +61,16 @@ fota_status fota_error_set(struct fota_error *err, fota_status code, const char 
 	FOTA_PRINTF(3, 4);
 
 /*
+ * Like fota_error_set for a failed system call: the message is fmt's text, ": " and
+ * strerror(errnum), and err->sys_errno keeps errnum, so a caller can tell a full disk
+ * (ENOSPC) from other I/O errors as data rather than by message text.
+ */
+fota_status fota_error_errno(struct fota_error *err, fota_status code, int errnum, const char *fmt, ...)
+	FOTA_PRINTF(4, 5);
+
+/*
  * Prefix an existing message with more context ("image system: " + old message),
- * keeping its code. Returns err->code (FOTA_OK when err is NULL).
+ * keeping its code and sys_errno. Returns err->code (FOTA_OK when err is NULL).
  */
 fota_status fota_error_prefix(struct fota_error *err, const char *fmt, ...) FOTA_PRINTF(2, 3);
 
