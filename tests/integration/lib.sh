@@ -3,6 +3,7 @@
 #   check NAME CMD...               pass if CMD exits 0
 #   expect_rc NAME RC CMD...        pass if CMD exits with RC
 #   WORK                            a scratch directory removed at exit
+#   agent_conf FILE DIR [S.KEY=VAL...] write a fota-agent config (below)
 # FOTA_BIN points at the binaries under test; FOTA_TOP at the repository.
 set -u
 : "${FOTA_BIN:?run through tests/run.sh}"
@@ -22,4 +23,37 @@ expect_rc() {
   "$@" >"$WORK/.out" 2>&1
   local got=$?
   if [ "$got" -eq "$want" ]; then pass "$name"; else fail "$name" "exit $got, want $want: $(tail -2 "$WORK/.out" | tr '\n' ' ')"; fi
+}
+
+# agent_conf FILE DIR [SECTION.KEY=VALUE ...]: write a fota-agent config to FILE with the
+# keys every agent test shares ([device] model = HX-100, security_version = 0; [agent]
+# state_dir = DIR/state, trust = $PKI/root.pem; [download] retry_window_minutes = 2,
+# backoff_base_seconds = 1, backoff_max_seconds = 2), each replaced or joined by the
+# arguments, in their order ("device.mode=ab", "ui.consent_command=exit 0"; the value is
+# everything after the first '='). The agent refuses a key given twice, so a default and
+# an argument never both reach the file.
+agent_conf() {
+  local file=$1 dir=$2 kv key sec any; shift 2
+  local -a order=()
+  local -A val=()
+  for kv in device.model=HX-100 device.security_version=0 "agent.state_dir=$dir/state" "agent.trust=${PKI:?}/root.pem" \
+            download.retry_window_minutes=2 download.backoff_base_seconds=1 download.backoff_max_seconds=2 "$@"; do
+    key=${kv%%=*}
+    case $key in
+      device.?* | agent.?* | download.?* | network.?* | ui.?*) ;;
+      *) echo "agent_conf: '$kv' is not SECTION.KEY=VALUE with a known section" >&2; return 1 ;;
+    esac
+    [ -n "${val[$key]+set}" ] || order+=("$key")
+    val[$key]=${kv#*=}
+  done
+  {
+    for sec in device agent download network ui; do
+      any=
+      for key in "${order[@]}"; do
+        [ "${key%%.*}" = "$sec" ] || continue
+        [ -n "$any" ] || { echo "[$sec]"; any=1; }
+        echo "${key#*.} = ${val[$key]}"
+      done
+    done
+  } >"$file"
 }

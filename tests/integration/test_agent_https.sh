@@ -65,34 +65,18 @@ curl -s -r 0-0 -o /dev/null "$NGINX_URL/full.fota" && fail "curl refuses the ser
   || pass "curl refuses the server without the CA"
 nginx_log_reset
 
-# mkdev NAME DLMODE [CA_LINE]: A/B device in $WORK/NAME; the inactive slot holds random bytes
+# mkdev NAME DLMODE [download.ca_bundle=CA]: A/B device in $WORK/NAME; the inactive slot holds random bytes
 mkdev() {
   local d=$WORK/$1
   rm -rf "$d"; mkdir -p "$d/state"
   cp "$WORK/src.img" "$d/a.img"; head -c $((SIZE + 4096)) /dev/urandom >"$d/b.img"
-  cat >"$d/agent.conf" <<CONF
-[device]
-mode = ab
-slot_a = $d/a.img
-slot_b = $d/b.img
-active_slot = a
-model = HX-100
-security_version = 0
-[agent]
-state_dir = $d/state
-trust = $PKI/root.pem
-[download]
-retry_window_minutes = 2
-backoff_base_seconds = 1
-backoff_max_seconds = 2
-mode = $2
-${3:-}
-CONF
+  agent_conf "$d/agent.conf" "$d" device.mode=ab "device.slot_a=$d/a.img" "device.slot_b=$d/b.img" device.active_slot=a \
+    "download.mode=$2" ${3:+"$3"} || fail "agent_conf $1"
 }
 
 # ---- trusted: the exact target over https ----
 for dl in store stream; do
-  mkdev ok-$dl $dl "ca_bundle = $T/ca.pem"
+  mkdev ok-$dl $dl "download.ca_bundle=$T/ca.pem"
   d=$WORK/ok-$dl
   expect_rc "https $dl: download-and-update with ca_bundle -> exit 0" 0 \
     "$AGENT" -q -c "$d/agent.conf" download-and-update "$NGINX_URL/full.fota"
@@ -104,14 +88,14 @@ done
 grep -q '^206 .*GET /full.fota' "$NGINX_LOG" && pass "nginx served the package by range over https" \
   || fail "nginx served the package by range over https" "$(head -3 "$NGINX_LOG")"
 # download, then update as two commands
-mkdev split store "ca_bundle = $T/ca.pem"
+mkdev split store "download.ca_bundle=$T/ca.pem"
 expect_rc "https: download -> exit 0" 0 "$AGENT" -q -c "$WORK/split/agent.conf" download "$NGINX_URL/full.fota"
 expect_rc "https: update -> exit 0" 0 "$AGENT" -q -c "$WORK/split/agent.conf" update
 cmp -s -n "$SIZE" "$WORK/split/b.img" "$WORK/dst.img" && pass "https download then update: byte-exact" \
   || fail "https download then update: byte-exact"
 
 # ---- untrusted: refused, nothing written ----
-# untrusted NAME URL CA_LINE NEEDLE
+# untrusted NAME URL [download.ca_bundle=CA] NEEDLE
 untrusted() {
   mkdev bad store "$3"
   local d=$WORK/bad before t0 t1 rc
@@ -137,9 +121,9 @@ untrusted() {
   [ "$(nginx_bytes_sent)" -eq 0 ] && pass "$1: nginx sent no package bytes" || fail "$1: nginx sent no package bytes" "$(cat "$NGINX_LOG")"
 }
 untrusted "https, no ca_bundle" "$NGINX_URL/full.fota" "" "certificate"
-untrusted "https, another CA as ca_bundle" "$NGINX_URL/full.fota" "ca_bundle = $T/other-ca.pem" "certificate"
-untrusted "https, host name not in the certificate" "https://localhost:$NGINX_PORT/full.fota" "ca_bundle = $T/ca.pem" "localhost"
-untrusted "https, ca_bundle file missing" "$NGINX_URL/full.fota" "ca_bundle = $T/nope.pem" "nope.pem"
+untrusted "https, another CA as ca_bundle" "$NGINX_URL/full.fota" "download.ca_bundle=$T/other-ca.pem" "certificate"
+untrusted "https, host name not in the certificate" "https://localhost:$NGINX_PORT/full.fota" "download.ca_bundle=$T/ca.pem" "localhost"
+untrusted "https, ca_bundle file missing" "$NGINX_URL/full.fota" "download.ca_bundle=$T/nope.pem" "nope.pem"
 
 # ---- stream mode, a server that keeps sending one payload corrupt ----
 # The 4th payload of the package gets one byte flipped; its byte range in the package is
@@ -159,7 +143,7 @@ open(out, "wb").write(b)
 print(m.offset_data, m.size)
 PY
 )
-mkdev sbad stream "ca_bundle = $T/ca.pem"
+mkdev sbad stream "download.ca_bundle=$T/ca.pem"
 d=$WORK/sbad
 cp "$d/b.img" "$WORK/b-before.img"
 nginx_log_reset

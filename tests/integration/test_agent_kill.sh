@@ -92,36 +92,19 @@ curl -s -r 0-0 -o /dev/null "http://127.0.0.1:$PORT/full.fota" && pass "nginx se
 # ---- a device: config + slots + state_dir ----
 # mkdev NAME MODE DLMODE -> $WORK/NAME/agent.conf
 mkdev() {
-  local d=$WORK/$1 mode=$2 dl=$3
+  local d=$WORK/$1 mode=$2 dl=$3 dev
   rm -rf "$d"; mkdir -p "$d/state"
   if [ "$mode" = ab ]; then
     cp "$WORK/src.img" "$d/a.img"; head -c $((SIZE + 65536)) /dev/urandom >"$d/b.img"
-    dev="slot_a = $d/a.img
-slot_b = $d/b.img
-active_slot = a
-switch_command = echo \$FOTA_SLOT > $d/switched"
+    dev=("device.slot_a=$d/a.img" "device.slot_b=$d/b.img" device.active_slot=a
+         "device.switch_command=echo \$FOTA_SLOT > $d/switched")
   else
     cp "$WORK/src.img" "$d/part.img"; truncate -s $((SIZE + 65536)) "$d/part.img"
     head -c $((4 << 20)) /dev/zero >"$d/scratch.img"
-    dev="target = $d/part.img
-scratch = $d/scratch.img"
+    dev=("device.target=$d/part.img" "device.scratch=$d/scratch.img")
   fi
-  cat >"$d/agent.conf" <<CONF
-[device]
-mode = $mode
-$dev
-model = HX-100
-security_version = 1
-[agent]
-state_dir = $d/state
-trust = $PKI/root.pem
-[download]
-retry_window_minutes = 2
-backoff_base_seconds = 1
-backoff_max_seconds = 2
-mode = $dl
-receive_buffer_bytes = 16384
-CONF
+  agent_conf "$d/agent.conf" "$d" "device.mode=$mode" "${dev[@]}" device.security_version=1 "download.mode=$dl" \
+    download.receive_buffer_bytes=16384 || fail "agent_conf $1"
 }
 
 # wait_steps PID DIR N: until the device showed progress N times (the journal, the

@@ -43,36 +43,17 @@ PY
 pass "packages built"
 
 NOW0=$(($(date +%s) * 1000))
-# mkdev NAME [EXTRA CONFIG LINES]: a fresh A/B device, its config, its clock
+# mkdev NAME [SECTION.KEY=VALUE...]: a fresh A/B device, its config (agent_conf), its clock
 mkdev() {
   local d=$WORK/$1; shift
   rm -rf "$d"; mkdir -p "$d/state"
   cp "$WORK/src.img" "$d/a.img"; head -c $((SIZE + 65536)) /dev/zero >"$d/b.img"
   echo "$NOW0" >"$d/clock"
-  cat >"$d/agent.conf" <<CONF
-[device]
-mode = ab
-slot_a = $d/a.img
-slot_b = $d/b.img
-active_slot = a
-switch_command = sed -n 's/.*"state":\([0-9]*\).*/switch \1/p' $d/state/journal >> $d/switch.log
-model = HX-100
-security_version = 2
-[agent]
-state_dir = $d/state
-trust = $PKI/root.pem
-[download]
-retry_window_minutes = 2
-backoff_base_seconds = 5
-backoff_max_seconds = 20
-low_speed_limit_bytes = 1000
-low_speed_time_seconds = 1
-connect_timeout_seconds = 2
-CONF
-  local line
-  for line in "$@"; do   # "section|key = value": a section may repeat in the file
-    printf '[%s]\n%s\n' "${line%%|*}" "${line#*|}" >>"$d/agent.conf"
-  done
+  agent_conf "$d/agent.conf" "$d" device.mode=ab "device.slot_a=$d/a.img" "device.slot_b=$d/b.img" device.active_slot=a \
+    "device.switch_command=sed -n 's/.*\"state\":\\([0-9]*\\).*/switch \\1/p' $d/state/journal >> $d/switch.log" \
+    device.security_version=2 download.backoff_base_seconds=5 download.backoff_max_seconds=20 \
+    download.low_speed_limit_bytes=1000 download.low_speed_time_seconds=1 download.connect_timeout_seconds=2 "$@" \
+    || fail "agent_conf $*"
   D=$d; C=$d/agent.conf
 }
 ag() { FOTA_AGENT_TEST_CLOCK=$D/clock "$AGENT" -c "$C" "$@"; }
@@ -103,7 +84,7 @@ cat >"$WORK/statehook.sh" <<'SH'
 st=$(sed -n 's/.*"state":\([0-9]*\).*/\1/p' "$JOURNAL")
 echo "consent $1 $st" >>"$LOG"
 SH
-mkdev ok "ui|consent_command = JOURNAL=$WORK/ok/state/journal LOG=$WORK/ok/hooks.log sh $WORK/statehook.sh \"\$1\""
+mkdev ok "ui.consent_command=JOURNAL=$WORK/ok/state/journal LOG=$WORK/ok/hooks.log sh $WORK/statehook.sh \"\$1\""
 [ "$(state)" = 10 ] && pass "fresh agent: state 10 Idle/Start" || fail "fresh state" "$(state)"
 ag -q download-and-update --correlator corr-200 --pkg-name fw --pkg-version 2.0 "file://$WWW/full.fota"
 rc=$?
@@ -149,23 +130,9 @@ fota-pack --from "$WORK/src.img" --to "$WORK/dst.img" --mode inplace --scratch-m
   --roaming allow -o "$WWW/inplace.fota" >/dev/null 2>&1 || fail "pack inplace"
 D=$WORK/ip; C=$D/agent.conf; mkdir -p "$D/state"; echo "$NOW0" >"$D/clock"
 cp "$WORK/src.img" "$D/part.img"; truncate -s $((SIZE + 65536)) "$D/part.img"; head -c 262144 /dev/zero >"$D/scratch.img"
-cat >"$C" <<CONF
-[device]
-mode = inplace
-target = $D/part.img
-scratch = $D/scratch.img
-model = HX-100
-security_version = 2
-[agent]
-state_dir = $D/state
-trust = $PKI/root.pem
-[download]
-retry_window_minutes = 1
-backoff_base_seconds = 1
-backoff_max_seconds = 2
-[ui]
-consent_command = JOURNAL=$D/state/journal LOG=$D/hooks.log sh $WORK/statehook.sh "\$1"
-CONF
+agent_conf "$C" "$D" device.mode=inplace "device.target=$D/part.img" "device.scratch=$D/scratch.img" \
+  device.security_version=2 download.retry_window_minutes=1 \
+  "ui.consent_command=JOURNAL=$D/state/journal LOG=$D/hooks.log sh $WORK/statehook.sh \"\$1\"" || fail "agent_conf ip"
 ag -q download-and-update --correlator ip-1 "file://$WWW/inplace.fota"; rc=$?
 [ $rc = 0 ] && [ "$(state)" = 100 ] && [ "$(report_field correlator)" = ip-1 ] && cmp -s -n "$SIZE" "$D/part.img" "$WORK/dst.img" \
   && grep -q "consent install 50" "$D/hooks.log" && pass "in place: 30 -> 50 -> 60 -> 100, alert 200, exact target" \
@@ -179,7 +146,7 @@ mkdev r; result_case "untrusted signer" 404 20 5 download-and-update "file://$WW
 mkdev r; result_case "below the security version" 405 20 7 download-and-update "file://$WWW/old.fota"
 mkdev r; result_case "malformed URL" 411 20 10 download-and-update --correlator bad "ftp://example/x.fota"
 [ "$(report_field correlator)" = bad ] && pass "411 alert keeps the correlator" || fail "411 correlator"
-mkdev r "ui|consent_command = test \"\$1\" = download || exit 1"
+mkdev r "ui.consent_command=test \"\$1\" = download || exit 1"
 result_case "the user cancels the install (consent exit 1)" 401 80 14 download-and-update "file://$WWW/full.fota"
 [ -z "$(ls "$D/state" | grep -v -e journal -e lock)" ] && pass "401: the download is cleaned up" || fail "401 cleanup" "$(ls "$D/state")"
 # 410: the source slot is not what the delta updates: 60 -> 70, the package stays
@@ -236,7 +203,7 @@ a_before=$(sha256sum <"$D/a.img")
 ag -q update && target_ok && [ "$(state)" = 100 ] && pass "Update after 70 with room: 100" || fail "update after 502"
 
 # ---- keep_package: 90 Update Successful Have Data ----
-mkdev keep "agent|keep_package = yes"
+mkdev keep "agent.keep_package=yes"
 ag -q download-and-update "file://$WWW/full.fota"
 [ "$(state)" = 90 ] && [ -s "$D/state/payloads.cache" ] && pass "keep_package: state 90, the package stays" || fail "90" "$(state)"
 
@@ -246,13 +213,13 @@ ag -q download-and-update --correlator new-op "file://$WWW/silent.fota" && [ "$(
   && target_ok && pass "a new operation from 90 replaces the kept package (90 -> 10 -> 30 ... -> 90)" || fail "new op from 90" "$(state)"
 
 # 60 -> 80: a corrupt chunk met while streaming into the update (stream mode)
-mkdev st "download|mode = stream"
+mkdev st "download.mode=stream"
 ag -q download-and-update "file://$WWW/corrupt.fota" 2>/dev/null; rc=$?
 [ "$(report_field result)" = 402 ] && [ "$(state)" = 80 ] && [ $rc = 8 ] && [ "$(sha256sum <"$D/a.img")" = "$(sha256sum <"$WORK/src.img")" ] \
   && pass "stream: corrupt chunk during the update: 402, 60 -> 80, source untouched" || fail "60 -> 80" "$(report_field result) $(state) $rc"
 
 # 30 -> 20 by cancel: the download prompt deferred (exit 2), then the user cancels
-mkdev cx "ui|consent_command = exit 2"
+mkdev cx "ui.consent_command=exit 2"
 before=$(slots)
 ag -q download-and-update "file://$WWW/full.fota"; rc=$?
 [ $rc = 15 ] && [ "$(state)" = 30 ] && pass "download prompt deferred: exit 15, state 30" || fail "dl defer" "$rc $(state)"
@@ -261,31 +228,31 @@ ag -q cancel && [ "$(state)" = 20 ] && [ "$(report_field result)" = 401 ] && [ "
 
 # ---- policies ----
 # silent: no download prompt; the install consent still runs
-mkdev sil "ui|consent_command = echo \"\$1\" >> $WORK/sil/hooks.log"
+mkdev sil "ui.consent_command=echo \"\$1\" >> $WORK/sil/hooks.log"
 ag -q download-and-update "file://$WWW/silent.fota"
 [ "$(cat "$D/hooks.log")" = install ] && target_ok && pass "silent: downloads without asking, consent asked only to install" || fail "silent" "$(cat "$D/hooks.log" 2>&1)"
 # medium (default prompt): asked for download and install
-mkdev med "ui|consent_command = echo \"\$1\" >> $WORK/med/hooks.log"
+mkdev med "ui.consent_command=echo \"\$1\" >> $WORK/med/hooks.log"
 ag -q download-and-update "file://$WWW/full.fota"
 [ "$(tr '\n' ' ' <"$D/hooks.log")" = "download install " ] && pass "priority medium (prompt): consent asked to download and to install" || fail "medium" "$(cat "$D/hooks.log")"
 # low (default notify): notify hook, no download prompt
-mkdev low "ui|consent_command = echo \"consent \$1\" >> $WORK/low/hooks.log" "ui|notify_command = echo \"notify \$1 \$FOTA_PRIORITY\" >> $WORK/low/hooks.log"
+mkdev low "ui.consent_command=echo \"consent \$1\" >> $WORK/low/hooks.log" "ui.notify_command=echo \"notify \$1 \$FOTA_PRIORITY\" >> $WORK/low/hooks.log"
 ag -q download-and-update "file://$WWW/low.fota"
 [ "$(tr '\n' ' ' <"$D/hooks.log")" = "notify download low consent install " ] && pass "priority low (notify): notify hook, consent only to install" || fail "low" "$(cat "$D/hooks.log")"
 # popup_high = none from config
-mkdev hi "ui|consent_command = echo \"consent \$1\" >> $WORK/hi/hooks.log" "ui|popup_high = none"
+mkdev hi "ui.consent_command=echo \"consent \$1\" >> $WORK/hi/hooks.log" "ui.popup_high=none"
 ag -q download-and-update "file://$WWW/high.fota"
 [ "$(tr '\n' ' ' <"$D/hooks.log")" = "consent install " ] && pass "popup_high = none: no download prompt" || fail "popup none" "$(cat "$D/hooks.log")"
 # install message: the manifest's, else the config's
-mkdev msg "ui|consent_command = printf '%s|%s\n' \"\$2\" \"\$FOTA_INSTALL_MESSAGE\" >> $WORK/msg/hooks.log" "ui|install_message = Config message" "ui|popup_high = none" "ui|popup_medium = none"
+mkdev msg "ui.consent_command=printf '%s|%s\n' \"\$2\" \"\$FOTA_INSTALL_MESSAGE\" >> $WORK/msg/hooks.log" "ui.install_message=Config message" "ui.popup_high=none" "ui.popup_medium=none"
 ag -q download-and-update "file://$WWW/high.fota"
-mkdev msg2 "ui|consent_command = printf '%s\n' \"\$2\" >> $WORK/msg2/hooks.log" "ui|install_message = Config message" "ui|popup_medium = none"
+mkdev msg2 "ui.consent_command=printf '%s\n' \"\$2\" >> $WORK/msg2/hooks.log" "ui.install_message=Config message" "ui.popup_medium=none"
 ag -q download-and-update "file://$WWW/full.fota"
 [ "$(cat "$WORK/msg/hooks.log")" = "Install firmware 2.0 now?|Install firmware 2.0 now?" ] && [ "$(cat "$WORK/msg2/hooks.log")" = "Config message" ] \
   && pass "install message: the manifest's, else the config's, to the consent hook" || fail "install message" "$(cat "$WORK/msg/hooks.log" "$WORK/msg2/hooks.log")"
 
 # deferral: consent answers 2 (defer), then 0; resume before the interval does not ask
-mkdev def "ui|consent_command = n=\$(cat $WORK/def/n 2>/dev/null || echo 0); echo \$((n+1)) > $WORK/def/n; [ \$n -ge 1 ] && exit 0; exit 2" "ui|defer_minutes = 30" "ui|popup_medium = none"
+mkdev def "ui.consent_command=n=\$(cat $WORK/def/n 2>/dev/null || echo 0); echo \$((n+1)) > $WORK/def/n; [ \$n -ge 1 ] && exit 0; exit 2" "ui.defer_minutes=30" "ui.popup_medium=none"
 before=$(slots)
 ag -q download-and-update "file://$WWW/full.fota"; rc=$?
 [ $rc = 15 ] && [ "$(state)" = 50 ] && [ "$(slots)" = "$before" ] && pass "defer: exit 15, stays in state 50, slots untouched" || fail "defer" "rc $rc state $(state)"
@@ -295,22 +262,22 @@ advance_min 21; ag -q resume; rc=$?
 [ $rc = 0 ] && [ "$(cat "$D/n")" = 2 ] && [ "$(state)" = 100 ] && target_ok && pass "resume after 30 min: asked again, accepted, installed" || fail "defer due" "rc $rc n $(cat "$D/n") state $(state)"
 
 # hook timeout: a consent hook that hangs is killed and taken as defer
-mkdev to "ui|consent_command = sleep 30" "ui|hook_timeout_seconds = 1" "ui|popup_medium = none"
+mkdev to "ui.consent_command=sleep 30" "ui.hook_timeout_seconds=1" "ui.popup_medium=none"
 t0=$(date +%s); ag -q download-and-update "file://$WWW/full.fota"; rc=$?; t1=$(date +%s)
 [ $rc = 15 ] && [ $((t1 - t0)) -lt 10 ] && pass "hook timeout: killed after 1 s, taken as defer ($((t1 - t0)) s)" || fail "hook timeout" "rc $rc $((t1 - t0)) s"
 
 # data-charge notice: on cellular the user declines -> 401 before any payload
-mkdev dc "network|status_file = $WORK/dc/net" "ui|data_charge_command = echo \"\$1 \$2\" > $WORK/dc/charge; exit 1"
+mkdev dc "network.status_file=$WORK/dc/net" "ui.data_charge_command=echo \"\$1 \$2\" > $WORK/dc/charge; exit 1"
 echo home >"$D/net"
 result_case "data-charge notice declined on cellular" 401 20 14 download-and-update "file://$WWW/full.fota"
 grep -q "^home $(stat -c %s "$WWW/full.fota")$" "$D/charge" && pass "data-charge hook gets the network and the package size" || fail "charge args" "$(cat "$D/charge")"
-mkdev dc2 "network|status_file = $WORK/dc2/net" "ui|data_charge_command = touch $WORK/dc2/charge; exit 1"
+mkdev dc2 "network.status_file=$WORK/dc2/net" "ui.data_charge_command=touch $WORK/dc2/charge; exit 1"
 echo wifi >"$D/net"
 ag -q download-and-update "file://$WWW/full.fota" && [ ! -e "$D/charge" ] && target_ok && pass "on wifi: no data-charge notice" || fail "wifi charge"
 
 # roaming: the manifest's deny tightens the config's allow; the download pauses while
 # roaming and resumes at home within the retry window (status command reads the clock)
-mkdev roam "network|status_command = [ \$(cat $WORK/roam/clock) -lt $((NOW0 + 40000)) ] && echo roaming || echo home" "network|roaming = allow"
+mkdev roam "network.status_command=[ \$(cat $WORK/roam/clock) -lt $((NOW0 + 40000)) ] && echo roaming || echo home" "network.roaming=allow"
 ag download-and-update "file://$WWW/deny.fota" 2>"$WORK/roam.err"; rc=$?
 [ $rc = 0 ] && target_ok && grep -q "download paused: roaming" "$WORK/roam.err" && [ "$(cat "$D/clock")" -ge $((NOW0 + 40000)) ] \
   && pass "roaming + manifest deny: paused, resumed at home within the window, installed" || fail "roaming pause" "rc $rc $(tail -2 "$WORK/roam.err")"
@@ -321,14 +288,14 @@ cat >"$WORK/netseq.sh" <<'SH'
 n=$(cat "$1" 2>/dev/null || echo 0); n=$((n + 1)); echo $n >"$1"
 if [ $n -ge 3 ] && [ $n -le 6 ]; then echo roaming; else echo home; fi
 SH
-mkdev roam3 "network|status_command = sh $WORK/netseq.sh $WORK/roam3/n" "network|roaming = deny"
+mkdev roam3 "network.status_command=sh $WORK/netseq.sh $WORK/roam3/n" "network.roaming=deny"
 ag download-and-update "file://$WWW/full.fota" 2>"$WORK/roam3.err"; rc=$?
 got=$(ag status --json | jq_ bytes_received); psize=$(stat -c %s "$WWW/full.fota")
 [ $rc = 0 ] && target_ok && [ "$(grep -c "download paused: roaming" "$WORK/roam3.err")" -ge 3 ] && [ "$got" -le "$psize" ] \
   && pass "roaming mid-download: paused $(grep -c "download paused" "$WORK/roam3.err") times, resumed, $got of $psize bytes received (nothing fetched twice)" \
   || fail "roaming mid-download" "rc $rc bytes $got/$psize $(tail -2 "$WORK/roam3.err")"
 # always roaming: the window runs out (503), progress kept; at home the same URL continues
-mkdev roam2 "network|status_file = $WORK/roam2/net" "network|roaming = allow"
+mkdev roam2 "network.status_file=$WORK/roam2/net" "network.roaming=allow"
 echo roaming >"$D/net"
 before=$(slots)
 ag -q download-and-update "file://$WWW/deny.fota"; rc=$?
@@ -336,13 +303,13 @@ ag -q download-and-update "file://$WWW/deny.fota"; rc=$?
 echo home >"$D/net"
 ag -q download-and-update "file://$WWW/deny.fota" && target_ok && pass "back home: the same package continues and installs" || fail "roam continue"
 # wifi-only from the config: paused on cellular
-mkdev wo "network|status_file = $WORK/wo/net" "network|roaming = wifi-only"
+mkdev wo "network.status_file=$WORK/wo/net" "network.roaming=wifi-only"
 echo home >"$D/net"
 ag -q download-and-update "file://$WWW/full.fota" 2>"$WORK/wo.err"
 grep -q "wifi-only" "$WORK/wo.err" && [ "$(report_field result)" = 503 ] && pass "wifi-only: no download on cellular" || fail "wifi-only" "$(tail -1 "$WORK/wo.err")"
 
 # delayed reboot: the prompt answers delay 30 twice; the cap (2 deferrals) forces the reboot
-mkdev rb "device|reboot_command = date +%s >> $WORK/rb/rebooted" "ui|reboot_prompt_command = echo \"ask \$FOTA_REBOOT_DEFERS\" >> $WORK/rb/hooks.log; echo delay 30" "ui|reboot_max_defers = 2" "ui|popup_medium = none"
+mkdev rb "device.reboot_command=date +%s >> $WORK/rb/rebooted" "ui.reboot_prompt_command=echo \"ask \$FOTA_REBOOT_DEFERS\" >> $WORK/rb/hooks.log; echo delay 30" "ui.reboot_max_defers=2" "ui.popup_medium=none"
 ag -q download-and-update "file://$WWW/full.fota"
 s=$(ag status --json)
 [ ! -e "$D/rebooted" ] && [ "$(echo "$s" | jq_ reboot_pending)" = True ] && pass "reboot: delay 30 recorded, no reboot yet" || fail "reboot delay" "$s"
@@ -354,15 +321,15 @@ advance_min 31; ag -q resume
 [ -e "$D/rebooted" ] && [ "$(wc -l <"$D/hooks.log")" = 3 ] && [ "$(ag status --json | jq_ reboot_pending)" = False ] \
   && pass "deferral cap reached: rebooted" || fail "reboot cap" "$(cat "$D/hooks.log")"
 ag -q resume; [ "$(wc -l <"$D/rebooted")" = 1 ] && pass "no second reboot" || fail "reboot twice"
-mkdev rb2 "device|reboot_command = touch $WORK/rb2/rebooted" "ui|reboot_prompt_command = echo now" "ui|popup_medium = none"
+mkdev rb2 "device.reboot_command=touch $WORK/rb2/rebooted" "ui.reboot_prompt_command=echo now" "ui.popup_medium=none"
 ag -q download-and-update "file://$WWW/full.fota"
 [ -e "$D/rebooted" ] && pass "reboot: now" || fail "reboot now"
-mkdev rb3 "device|reboot_command = touch $WORK/rb3/rebooted" "ui|reboot_prompt_command = echo delay 2000" "ui|reboot_max_total_minutes = 60" "ui|popup_medium = none"
+mkdev rb3 "device.reboot_command=touch $WORK/rb3/rebooted" "ui.reboot_prompt_command=echo delay 2000" "ui.reboot_max_total_minutes=60" "ui.popup_medium=none"
 ag -q download-and-update "file://$WWW/full.fota"
 [ -e "$D/rebooted" ] && pass "reboot: a delay past the total cap reboots now" || fail "reboot total cap"
 
 # config stays strict
-mkdev cf "ui|popup_low = maybe"
+mkdev cf "ui.popup_low=maybe"
 expect_rc "config: bad popup value refused" 3 ag -q status
-mkdev cf "ui|colour = red"
+mkdev cf "ui.colour=red"
 expect_rc "config: unknown [ui] key refused" 3 ag -q status

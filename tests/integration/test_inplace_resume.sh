@@ -88,25 +88,9 @@ mkdev() {                  # mkdev DIR: the source in the partition, streaming d
   cp "$WORK/src.img" "$D/part.img"
   head -c $((2 << 20)) /dev/zero >"$D/scratch.img"
   echo 1893456000000 >"$D/clock"
-  cat >"$C" <<CONF
-[device]
-mode = inplace
-target = $D/part.img
-scratch = $D/scratch.img
-model = HX-100
-security_version = 1
-[agent]
-state_dir = $D/state
-trust = $PKI/root.pem
-[download]
-retry_window_minutes = 2
-backoff_base_seconds = 1
-backoff_max_seconds = 4
-mode = stream
-low_speed_limit_bytes = 1000
-low_speed_time_seconds = 2
-connect_timeout_seconds = 2
-CONF
+  agent_conf "$C" "$D" device.mode=inplace "device.target=$D/part.img" "device.scratch=$D/scratch.img" \
+    device.security_version=1 download.backoff_max_seconds=4 download.mode=stream download.low_speed_limit_bytes=1000 \
+    download.low_speed_time_seconds=2 download.connect_timeout_seconds=2 || fail "agent_conf $D"
 }
 ag() { FOTA_AGENT_TEST_CLOCK=$D/clock "$AGENT" -c "$C" "$@"; }
 field() {                  # field CMD KEY: a key of `status --json` or `report --json`

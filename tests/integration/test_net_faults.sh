@@ -83,27 +83,10 @@ mkdev() {                  # mkdev DIR DLMODE WINDOW_MINUTES
   rm -rf "$d"; mkdir -p "$d/state"
   cp "$WORK/src.img" "$d/a.img"
   head -c $((SIZE + 65536)) /dev/urandom >"$d/b.img"
-  cat >"$d/agent.conf" <<CONF
-[device]
-mode = ab
-slot_a = $d/a.img
-slot_b = $d/b.img
-active_slot = a
-switch_command = echo \$FOTA_SLOT > $d/switched
-model = HX-100
-security_version = 1
-[agent]
-state_dir = $d/state
-trust = $PKI/root.pem
-[download]
-retry_window_minutes = $3
-backoff_base_seconds = 1
-backoff_max_seconds = 4
-mode = $2
-low_speed_limit_bytes = 1000
-low_speed_time_seconds = 1
-connect_timeout_seconds = 2
-CONF
+  agent_conf "$d/agent.conf" "$d" device.mode=ab "device.slot_a=$d/a.img" "device.slot_b=$d/b.img" device.active_slot=a \
+    "device.switch_command=echo \$FOTA_SLOT > $d/switched" device.security_version=1 "download.retry_window_minutes=$3" \
+    download.backoff_max_seconds=4 "download.mode=$2" download.low_speed_limit_bytes=1000 \
+    download.low_speed_time_seconds=1 download.connect_timeout_seconds=2 || fail "agent_conf $d"
 }
 
 TABLE=$WORK/table

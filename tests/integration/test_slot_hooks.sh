@@ -19,30 +19,13 @@ fota-pack --to "$WORK/dst.img" --key "$PKI/signer-ec.key" --cert "$PKI/signer-ec
   || { fail "pack" "$(tail -2 "$WORK/.pack")"; exit 1; }
 URL="file://$WORK/full.fota"
 
-# mkdev NAME ACTIVE_LINE SWITCH_LINE: a fresh A/B device whose hooks time out after 1 s
+# mkdev NAME [SECTION.KEY=VALUE...]: a fresh A/B device whose hooks time out after 1 s
 mkdev() {
-  D=$WORK/$1; C=$D/agent.conf
+  D=$WORK/$1; C=$D/agent.conf; shift
   rm -rf "$D"; mkdir -p "$D/state"
   cp "$WORK/src.img" "$D/a.img"; head -c $((SIZE + 65536)) /dev/zero >"$D/b.img"
-  cat >"$C" <<CONF
-[device]
-mode = ab
-slot_a = $D/a.img
-slot_b = $D/b.img
-$2
-$3
-model = HX-100
-security_version = 2
-[agent]
-state_dir = $D/state
-trust = $PKI/root.pem
-[download]
-retry_window_minutes = 2
-backoff_base_seconds = 5
-backoff_max_seconds = 20
-[ui]
-hook_timeout_seconds = 1
-CONF
+  agent_conf "$C" "$D" device.mode=ab "device.slot_a=$D/a.img" "device.slot_b=$D/b.img" device.security_version=2 \
+    download.backoff_base_seconds=5 download.backoff_max_seconds=20 ui.hook_timeout_seconds=1 "$@" || fail "agent_conf $D"
 }
 # set_key KEY LINE: replace the [device] line of KEY
 set_key() { sed -i "s#^$1 = .*#$2#" "$C"; }
@@ -59,8 +42,8 @@ gone() {
 }
 
 # ---- switch_command hangs: killed with its group after the timeout, the job resumes ----
-mkdev sw "active_slot = a" \
-  "switch_command = sleep 300 & echo \$! > $WORK/sw/child.pid; echo \$\$ > $WORK/sw/hook.pid; wait"
+mkdev sw device.active_slot=a \
+  "device.switch_command=sleep 300 & echo \$! > $WORK/sw/child.pid; echo \$\$ > $WORK/sw/hook.pid; wait"
 t0=$(date +%s)
 ag -q download-and-update "$URL" 2>"$WORK/sw.err"; rc=$?
 t=$(( $(date +%s) - t0 ))
@@ -85,14 +68,14 @@ ag -q resume >"$WORK/sw.out" 2>&1; rc=$?
 target_ok && pass "after resume: slot b still holds the target" || fail "after resume target"
 
 # a switch_command that exits non-zero: same resumable failure
-mkdev swx "active_slot = a" "switch_command = exit 3"
+mkdev swx device.active_slot=a "device.switch_command=exit 3"
 ag -q download-and-update "$URL" 2>"$WORK/swx.err"; rc=$?
 [ $rc = 12 ] && grep -q "switch_command 'exit 3' failed (exit 3)" "$WORK/swx.err" && [ "$(field phase)" = applied ] \
   && pass "switch_command exit 3: exit 12, phase applied" || fail "switch exit 3" "exit $rc $(field phase): $(cat "$WORK/swx.err")"
 
 # ---- active_slot_command: garbage, failure, hang -> clear error, no slot written ----
 active_case() { # NAME COMMAND EXPECTED-MESSAGE
-  mkdev ac "active_slot_command = $2" ""
+  mkdev ac "device.active_slot_command=$2"
   local before; before=$(slots)
   local t0 t; t0=$(date +%s)
   ag -q download-and-update "$URL" 2>"$WORK/ac.err"; local rc=$?
