@@ -11,6 +11,9 @@
  * JSON path of the offending value in their message.
  */
 #include <limits.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -970,6 +973,77 @@ static fota_status parse_root(const json_t *root, struct fota_manifest *m, struc
 	return FOTA_OK;
 }
 
+/*
+ * The parse budget (FOTA_MANIFEST_PARSE_MAX). jansson takes one process-wide allocator;
+ * ours is malloc/free that, while this thread parses a manifest, adds up the usable size
+ * of what jansson holds and fails an allocation that would pass the budget (jansson then
+ * fails the parse). It is installed once, and only over jansson's defaults: a program
+ * that set its own allocator keeps it and parses without a budget. Blocks allocated
+ * before the install are plain malloc blocks, which budget_free frees like any other.
+ */
+static _Thread_local struct parse_budget {
+	bool on, over;
+	size_t used;
+} budget;
+static bool budget_installed;
+static pthread_once_t budget_once = PTHREAD_ONCE_INIT;
+
+static void *budget_malloc(size_t n)
+{
+	void *p = malloc(n);
+	if (p && budget.on) {
+		size_t u = malloc_usable_size(p);
+		if (u > FOTA_MANIFEST_PARSE_MAX - budget.used) {
+			free(p);
+			budget.over = true;
+			return NULL;
+		}
+		budget.used += u;
+	}
+	return p;
+}
+
+static void budget_free(void *p)
+{
+	if (p && budget.on) {
+		size_t u = malloc_usable_size(p);
+		budget.used = u < budget.used ? budget.used - u : 0;
+	}
+	free(p);
+}
+
+static void budget_install(void)
+{
+	json_malloc_t m = NULL;
+	json_free_t f = NULL;
+	json_get_alloc_funcs(&m, &f);
+	if (m == malloc && f == free) {
+		json_set_alloc_funcs(budget_malloc, budget_free);
+		budget_installed = true;
+	}
+}
+
+/* json_loadb under the budget: NULL with *over set when the budget ran out. */
+static json_t *load_budgeted(const char *text, size_t len, json_error_t *jerr, bool *over)
+{
+	pthread_once(&budget_once, budget_install);
+	budget = (struct parse_budget){ .on = budget_installed };
+	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, jerr);
+	*over = budget.over;
+	budget.on = false;
+	if (*over) { /* jansson may hand back a tree despite a failed allocation on the way */
+		json_decref(root);
+		root = NULL;
+	}
+	return root;
+}
+
+static fota_status parse_limit_error(struct fota_error *err, const char *what)
+{
+	return fota_error_set(err, FOTA_E_LIMIT, "manifest: %s needs more than %u MiB of JSON tree (FOTA_MANIFEST_PARSE_MAX)",
+			      what, FOTA_MANIFEST_PARSE_MAX >> 20);
+}
+
 fota_status fota_manifest_parse(const uint8_t *buf, size_t len, struct fota_manifest **out,
 				struct fota_error *err)
 {
@@ -984,7 +1058,12 @@ fota_status fota_manifest_parse(const uint8_t *buf, size_t len, struct fota_mani
 		return fota_error_set(err, FOTA_E_ARG, "manifest: NULL buffer");
 	if (len > FOTA_MANIFEST_MAX)
 		return fota_error_set(err, FOTA_E_LIMIT, "manifest: %zu bytes, limit %u", len, FOTA_MANIFEST_MAX);
-	root = json_loadb((const char *)(buf ? buf : (const uint8_t *)""), len, JSON_REJECT_DUPLICATES, &jerr);
+	bool over = false;
+	root = load_budgeted((const char *)(buf ? buf : (const uint8_t *)""), len, &jerr, &over);
+	if (over) {
+		rc = parse_limit_error(err, "parsing");
+		goto out;
+	}
 	if (!root) {
 		rc = fota_error_set(err, FOTA_E_MANIFEST, "manifest: invalid JSON at line %d column %d: %s",
 				    jerr.line, jerr.column, jerr.text);
@@ -1175,6 +1254,19 @@ fota_status fota_manifest_serialize(const struct fota_manifest *m, char **out, s
 	if (n + 1 > FOTA_MANIFEST_MAX) {
 		rc = fota_error_set(err, FOTA_E_LIMIT, "manifest: serialises to %zu bytes, limit %u", n + 1,
 				    FOTA_MANIFEST_MAX);
+		goto out;
+	}
+	/* a reader must be able to parse it: the same budget */
+	json_error_t jerr;
+	bool over = false;
+	json_t *back = load_budgeted(text, n, &jerr, &over);
+	json_decref(back);
+	if (over) {
+		rc = parse_limit_error(err, "the serialised manifest");
+		goto out;
+	}
+	if (!back) {
+		rc = fota_error_set(err, FOTA_E_INTERNAL, "manifest: serialised JSON does not parse: %s", jerr.text);
 		goto out;
 	}
 	char *grown = realloc(text, n + 2);

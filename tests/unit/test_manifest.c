@@ -783,6 +783,88 @@ static void test_manifest_oversize(void)
 	free(base);
 }
 
+/* A big JSON tree: "[{},{},...]" costs about 230 bytes of tree per 3 bytes of text. One
+ * million of them (3 MB of text) pass FOTA_MANIFEST_PARSE_MAX and are refused as a limit;
+ * 100,000 (about 23 MB of tree) parse and fail on the schema. */
+static char *empty_objects(size_t n, size_t *len)
+{
+	const char head[] = "{\"format_version\":1,\"x\":[";
+	char *t = malloc(sizeof(head) + 3 * n + 4);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+	size_t k = sizeof(head) - 1;
+	memcpy(t, head, k);
+	for (size_t i = 0; i < n; i++) {
+		memcpy(t + k, i ? ",{}" : "{}", i ? 3 : 2);
+		k += i ? 3 : 2;
+	}
+	memcpy(t + k, "]}", 2);
+	*len = k + 2;
+	return t;
+}
+
+static void test_manifest_parse_budget(void)
+{
+	size_t len;
+	char *t = empty_objects(1000000, &len);
+	CU_ASSERT(len < FOTA_MANIFEST_MAX);
+	expect_parse(t, len, FOTA_E_LIMIT, "FOTA_MANIFEST_PARSE_MAX");
+	free(t);
+	t = empty_objects(100000, &len);
+	expect_parse(t, len, FOTA_E_MANIFEST, NULL);
+	free(t);
+	/* the budget is per parse: a normal manifest parses after a refused one */
+	char *base = base_json(&len);
+	expect_parse(base, len, FOTA_OK, NULL);
+	free(base);
+}
+
+/* The writer refuses a manifest whose JSON tree a reader could not hold: 256 chunks of
+ * 4096 source reads [0, 1] serialise to 6.3 MB (below FOTA_MANIFEST_MAX) but need about
+ * 200 MB of tree; 64 such chunks (about 50 MB) serialise and parse back. */
+static struct fota_manifest *make_many_reads(size_t n)
+{
+	struct fota_manifest *m = make_base();
+	struct fota_image *im = &m->images[0];
+	for (size_t i = 0; i < im->n_chunks; i++)
+		free(im->chunks[i].source_reads);
+	free(im->chunks);
+	im->chunks = calloc(n, sizeof(*im->chunks));
+	CU_ASSERT_PTR_NOT_NULL_FATAL(im->chunks);
+	im->n_chunks = n;
+	for (size_t i = 0; i < n; i++) {
+		set_chunk(&im->chunks[i], i * 4096, 4096, FOTA_METHOD_DELTA, 100, "r");
+		im->chunks[i].source_reads = calloc(FOTA_SOURCE_READS_MAX, sizeof(struct fota_range));
+		CU_ASSERT_PTR_NOT_NULL_FATAL(im->chunks[i].source_reads);
+		im->chunks[i].n_source_reads = FOTA_SOURCE_READS_MAX;
+		for (size_t r = 0; r < FOTA_SOURCE_READS_MAX; r++)
+			im->chunks[i].source_reads[r].length = 1;
+	}
+	im->target_size = n * 4096;
+	return m;
+}
+
+static void test_manifest_serialize_budget(void)
+{
+	struct fota_error e = {0};
+	char *out = NULL;
+	size_t len = 0;
+	struct fota_manifest *m = make_many_reads(256);
+	CU_ASSERT_EQUAL(fota_manifest_validate(m, &e), FOTA_OK);
+	CU_ASSERT_EQUAL(fota_manifest_serialize(m, &out, &len, &e), FOTA_E_LIMIT);
+	CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "FOTA_MANIFEST_PARSE_MAX"));
+	CU_ASSERT_PTR_NULL(out);
+	fota_manifest_free(m);
+	m = make_many_reads(64);
+	CU_ASSERT_EQUAL_FATAL(fota_manifest_serialize(m, &out, &len, &e), FOTA_OK);
+	CU_ASSERT(len > 1000000 && len < FOTA_MANIFEST_MAX);
+	struct fota_manifest *back = NULL;
+	CU_ASSERT_EQUAL(fota_manifest_parse((const uint8_t *)out, len, &back, &e), FOTA_OK);
+	CU_ASSERT(back && manifest_equal(m, back));
+	fota_manifest_free(back);
+	fota_manifest_free(m);
+	free(out);
+}
+
 static struct fota_manifest *make_many_chunks(size_t n)
 {
 	struct fota_manifest *m = make_base();
@@ -1128,6 +1210,8 @@ static void add(CU_pSuite s)
 	UNIT_ADD(s, test_manifest_string_lengths);
 	UNIT_ADD(s, test_manifest_non_printable_strings);
 	UNIT_ADD(s, test_manifest_oversize);
+	UNIT_ADD(s, test_manifest_parse_budget);
+	UNIT_ADD(s, test_manifest_serialize_budget);
 	UNIT_ADD(s, test_manifest_too_many_chunks);
 	UNIT_ADD(s, test_manifest_count_limits_json);
 	UNIT_ADD(s, test_manifest_size_limits);

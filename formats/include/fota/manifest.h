@@ -24,6 +24,10 @@
 
 /* Limits: every one is enforced by the parser and by fota_manifest_validate(). */
 #define FOTA_MANIFEST_MAX      (8u << 20)  /* bytes of manifest.json */
+/* Bytes the JSON parser (jansson) may allocate for one manifest: its tree costs 5 to 80
+ * times the text ("{}" is 2 bytes of text and about 230 bytes of tree), so the text
+ * limit alone let an 8 MiB manifest take over 600 MB. */
+#define FOTA_MANIFEST_PARSE_MAX (128u << 20)
 #define FOTA_SIG_MAX           (64u << 10) /* bytes of manifest.sig */
 #define FOTA_IMAGES_MAX        16          /* images per package */
 #define FOTA_CHUNKS_MAX        65536       /* chunks per package, all images */
