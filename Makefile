@@ -18,7 +18,7 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKG_LIBS) 2>/dev/null)
 PKG_LDLIBS := $(shell pkg-config --libs $(PKG_LIBS) 2>/dev/null)
 # The agent links only what applying needs (DESIGN.md): never libarchive or libdivsufsort.
 # libbz2 comes with fota_delta_apply, which also applies BSDIFF40 patches.
-AGENT_LDLIBS := $(shell pkg-config --libs libcrypto libzstd libcurl jansson inih 2>/dev/null) -lbz2 -lpthread -lm
+AGENT_LDLIBS := $(shell pkg-config --libs libcrypto libzstd jansson inih 2>/dev/null) -lbz2 -lpthread -lm -ldl
 
 # -Wno-format-truncation: error messages are truncated on purpose; clang has no such warning.
 WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wvla -Wno-unused-parameter \

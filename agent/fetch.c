@@ -4,8 +4,15 @@
  * headers before the first body byte reaches the sink. file:// is read with pread,
  * with the file's size and mtime as validators, so the same code paths (resume,
  * "package changed") work without a server.
+ *
+ * libcurl is loaded when the first http(s) URL is opened (dlopen of its ABI soname,
+ * libcurl.so.4), not linked: it pulls in 28 more shared libraries (TLS, HTTP/2, IDN,
+ * Kerberos, LDAP...), whose loading was 4-5 ms of every agent start on the bench
+ * machine. The agent starts at every boot (resume) and for status, report and update
+ * from the cache, none of which needs the network.
  */
 #include <curl/curl.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -41,7 +48,53 @@ struct agent_fetch {
 	char curl_err[CURL_ERROR_SIZE];
 };
 
-static bool curl_ready;
+/* The libcurl calls fetch.c makes, resolved by curl_load. */
+static struct {
+	bool tried, ok;
+	char why[200];
+	CURLcode (*global_init)(long flags);
+	CURL *(*easy_init)(void);
+	void (*easy_cleanup)(CURL *c);
+	void (*easy_reset)(CURL *c);
+	CURLcode (*easy_setopt)(CURL *c, CURLoption opt, ...);
+	CURLcode (*easy_perform)(CURL *c);
+	CURLcode (*easy_getinfo)(CURL *c, CURLINFO info, ...);
+	const char *(*easy_strerror)(CURLcode cc);
+} lc;
+
+#ifndef LIBCURL_SONAME
+#define LIBCURL_SONAME "libcurl.so.4"
+#endif
+
+/* POSIX's way to take a function pointer from dlsym (a void * cannot be cast to one in ISO C). */
+#define LOAD_SYM(h, field, name) (*(void **)(&lc.field) = dlsym((h), (name)))
+
+/* Load libcurl and run its global init, once; false with lc.why when it cannot be used. */
+static bool curl_load(void)
+{
+	if (lc.tried)
+		return lc.ok;
+	lc.tried = true;
+	void *h = dlopen(LIBCURL_SONAME, RTLD_NOW | RTLD_LOCAL);
+	if (!h) {
+		const char *e = dlerror();
+		snprintf(lc.why, sizeof(lc.why), "%s", e ? e : LIBCURL_SONAME ": cannot be loaded");
+		return false;
+	}
+	if (!LOAD_SYM(h, global_init, "curl_global_init") || !LOAD_SYM(h, easy_init, "curl_easy_init") ||
+	    !LOAD_SYM(h, easy_cleanup, "curl_easy_cleanup") || !LOAD_SYM(h, easy_reset, "curl_easy_reset") ||
+	    !LOAD_SYM(h, easy_setopt, "curl_easy_setopt") || !LOAD_SYM(h, easy_perform, "curl_easy_perform") ||
+	    !LOAD_SYM(h, easy_getinfo, "curl_easy_getinfo") || !LOAD_SYM(h, easy_strerror, "curl_easy_strerror")) {
+		snprintf(lc.why, sizeof(lc.why), LIBCURL_SONAME ": a function is missing");
+		return false; /* the handle stays open: nothing else may use a half-loaded library */
+	}
+	if (lc.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		snprintf(lc.why, sizeof(lc.why), "curl_global_init failed");
+		return false;
+	}
+	lc.ok = true;
+	return true;
+}
 
 fota_status agent_fetch_open(const char *url, const struct agent_config *cfg, struct agent_fetch **out,
 			     struct fota_error *err)
@@ -83,14 +136,11 @@ fota_status agent_fetch_open(const char *url, const struct agent_config *cfg, st
 		agent_fetch_close(f);
 		return fota_error_set(err, FOTA_E_ARG, "url %s: no host", url);
 	}
-	if (!curl_ready) {
-		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-			agent_fetch_close(f);
-			return fota_error_set(err, FOTA_E_INTERNAL, "curl: global init failed");
-		}
-		curl_ready = true;
+	if (!curl_load()) {
+		agent_fetch_close(f);
+		return fota_error_set(err, FOTA_E_UNSUPPORTED, "url %s: http and https need libcurl: %s", url, lc.why);
 	}
-	if (!(f->curl = curl_easy_init())) {
+	if (!(f->curl = lc.easy_init())) {
 		agent_fetch_close(f);
 		return fota_error_set(err, FOTA_E_NOMEM, "curl: out of memory");
 	}
@@ -103,7 +153,7 @@ void agent_fetch_close(struct agent_fetch *f)
 	if (!f)
 		return;
 	if (f->curl)
-		curl_easy_cleanup(f->curl);
+		lc.easy_cleanup(f->curl);
 	free(f->url);
 	free(f->path);
 	free(f);
@@ -438,32 +488,32 @@ static enum fetch_result fetch_http(struct agent_fetch *f, uint64_t off, uint64_
 	f->verdict = FETCH_OK;
 	f->err = err;
 	f->curl_err[0] = 0;
-	curl_easy_reset(c);
-	curl_easy_setopt(c, CURLOPT_URL, f->url);
-	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
-	curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
-	curl_easy_setopt(c, CURLOPT_RANGE, range);
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, NULL);
-	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(c, CURLOPT_HEADERDATA, f);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, f);
-	curl_easy_setopt(c, CURLOPT_SOCKOPTFUNCTION, on_socket);
-	curl_easy_setopt(c, CURLOPT_SOCKOPTDATA, f);
-	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, f->curl_err);
-	curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 16384L);
-	curl_easy_setopt(c, CURLOPT_USERAGENT, "fota-agent/1");
+	lc.easy_reset(c);
+	lc.easy_setopt(c, CURLOPT_URL, f->url);
+	lc.easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+	lc.easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	lc.easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+	lc.easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
+	lc.easy_setopt(c, CURLOPT_RANGE, range);
+	lc.easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	lc.easy_setopt(c, CURLOPT_ACCEPT_ENCODING, NULL);
+	lc.easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+	lc.easy_setopt(c, CURLOPT_HEADERDATA, f);
+	lc.easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+	lc.easy_setopt(c, CURLOPT_WRITEDATA, f);
+	lc.easy_setopt(c, CURLOPT_SOCKOPTFUNCTION, on_socket);
+	lc.easy_setopt(c, CURLOPT_SOCKOPTDATA, f);
+	lc.easy_setopt(c, CURLOPT_ERRORBUFFER, f->curl_err);
+	lc.easy_setopt(c, CURLOPT_BUFFERSIZE, 16384L);
+	lc.easy_setopt(c, CURLOPT_USERAGENT, "fota-agent/1");
 	if (f->cfg) {
-		curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, (long)f->cfg->low_speed_limit);
-		curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long)f->cfg->low_speed_time_s);
-		curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, (long)f->cfg->connect_timeout_s);
+		lc.easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, (long)f->cfg->low_speed_limit);
+		lc.easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long)f->cfg->low_speed_time_s);
+		lc.easy_setopt(c, CURLOPT_CONNECTTIMEOUT, (long)f->cfg->connect_timeout_s);
 		if (f->cfg->ca_bundle)
-			curl_easy_setopt(c, CURLOPT_CAINFO, f->cfg->ca_bundle);
+			lc.easy_setopt(c, CURLOPT_CAINFO, f->cfg->ca_bundle);
 	}
-	CURLcode cc = curl_easy_perform(c);
+	CURLcode cc = lc.easy_perform(c);
 	*delivered += f->delivered;
 	*got = f->resp;
 	f->fail.http_status = f->status;
@@ -487,10 +537,10 @@ static enum fetch_result fetch_http(struct agent_fetch *f, uint64_t off, uint64_
 		}
 		return FETCH_OK;
 	}
-	fota_error_set(err, FOTA_E_IO, "%s: %s", f->url, f->curl_err[0] ? f->curl_err : curl_easy_strerror(cc));
+	fota_error_set(err, FOTA_E_IO, "%s: %s", f->url, f->curl_err[0] ? f->curl_err : lc.easy_strerror(cc));
 	f->fail.curl_code = (int)cc;
 	long os_errno = 0;
-	if (cc == CURLE_COULDNT_CONNECT && curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &os_errno) != CURLE_OK)
+	if (cc == CURLE_COULDNT_CONNECT && lc.easy_getinfo(c, CURLINFO_OS_ERRNO, &os_errno) != CURLE_OK)
 		os_errno = 0;
 	f->fail.cause = curl_cause(cc, os_errno);
 	f->fail.sys_errno = (int)os_errno;
