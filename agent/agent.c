@@ -1365,6 +1365,7 @@ static int run_update(struct agent *a, struct fota_error *err)
 		snprintf(a->j.message, sizeof(a->j.message), "updating");
 		if ((x = commit_or_fail(a, err)) != 0)
 			return x;
+		a->apply_fresh = true;
 	}
 	if (a->j.phase == AGENT_PH_APPLYING) {
 		if ((x = agent_apply(a, err)) != 0)

@@ -35,6 +35,8 @@ struct agent {
 	enum fumo_cause cause;           /* what the failure was, beyond its exit code (fumo.h) */
 	struct fetch_failure last_fetch; /* why the job's last request failed (NONE after one that worked) */
 	int64_t last_checkpoint_ms;      /* when the journal was last committed for progress */
+	bool apply_fresh;                /* this run committed the move into phase applying: no
+					  * earlier run can have written the slot for this job */
 };
 
 /* Record the exit code for a failure and return it; the message is in err. */

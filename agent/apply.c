@@ -837,8 +837,10 @@ int agent_apply(struct agent *a, struct fota_error *err)
 	/* A/B: progress is journaled at checkpoints, so chunks after the journaled one may be
 	 * written already (a kill keeps them in the page cache); a chunk whose slot range
 	 * already holds its target is done (FORMAT.md 6.2 allows the same in place). Only the
-	 * first mismatch ends the scan. */
-	bool scan = c->mode == FOTA_MODE_AB;
+	 * first mismatch ends the scan. Not in the run that entered phase applying: that
+	 * commit precedes every write of the job, so the slot holds nothing of it yet (a
+	 * later run scans; writing a chunk again is only redundant in A/B). */
+	bool scan = c->mode == FOTA_MODE_AB && !a->apply_fresh;
 	for (size_t k = (size_t)a->j.ap_next; k < n; k++) {
 		const struct fota_chunk *ch = &im->chunks[k];
 		fota_status scan_rc = scan ? slot_holds(&ap, ch, &scan, err) : FOTA_OK;
@@ -919,5 +921,6 @@ out:
 		fota_storage_close(ap.src);
 	fota_storage_close(ap.dst);
 	fota_storage_close(ap.scratch);
+	a->apply_fresh = false; /* another attempt in this run may find chunks of this one */
 	return x;
 }

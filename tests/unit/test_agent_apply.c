@@ -11,6 +11,7 @@
  *   - in place, that failure keeps the half-applied update, and resume completes it once
  *     the server sends the package right (more in tests/unit/test_agent_brick.c).
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,7 @@ struct probe {
 	uint64_t range_writes;
 	const char *corrupt;       /* state file whose next corrupt_left writes get a byte flipped */
 	int corrupt_left;
+	int fail_left;             /* the next fail_left writes to the watched device fail (EIO) */
 	uint64_t corrupted;
 	struct fota_devices inner_dev;
 	struct fota_store *inner_store;
@@ -53,6 +55,10 @@ static fota_status w_write(struct fota_storage *s, uint64_t off, const void *buf
 {
 	struct wrap *w = (struct wrap *)s;
 	struct probe *p = w->p;
+	if (w->watch && p->fail_left > 0) {
+		p->fail_left--;
+		return fota_error_errno(err, FOTA_E_IO, EIO, "%s: probe: write at %llu", s->name, (unsigned long long)off);
+	}
 	if (w->watch) {
 		p->writes++;
 		if (off > p->want_len || len > p->want_len - off || memcmp(buf, p->want + off, len) != 0)
@@ -544,8 +550,9 @@ static int write_whole(const char *path, const uint8_t *data, size_t len)
 	return fclose(fp) == 0 ? rc : -1;
 }
 
-/* download-and-update through the file backend (devices dv); 0 on success, msg the error. */
-static int fdev_run(struct fdev *f, struct fota_devices dv, char *msg, size_t cap)
+/* download-and-update (or resume) through the file backend (devices dv); 0 on success,
+ * msg the error. */
+static int fdev_run(struct fdev *f, struct fota_devices dv, bool resume, char *msg, size_t cap)
 {
 	char *text = NULL;
 	const char *pki = tagent_pki();
@@ -568,7 +575,7 @@ static int fdev_run(struct fdev *f, struct fota_devices dv, char *msg, size_t ca
 		struct agent_env env = { cfg, st, dv, tagent_clock(&ck), NULL };
 		struct agent *a = NULL;
 		if (agent_open(&env, &a, &err) == FOTA_OK) {
-			rc = agent_download(a, f->url, true, &err);
+			rc = resume ? agent_resume(a, &err) : agent_download(a, f->url, true, &err);
 			agent_close(a);
 		}
 	}
@@ -598,7 +605,7 @@ static void test_agent_apply_file_ab_exact(void)
 	CU_ASSERT_EQUAL_FATAL(write_whole(f.slot_a, f.src, FLEN), 0);
 	CU_ASSERT_EQUAL_FATAL(write_whole(f.slot_b, junk, FLEN + 8192), 0);
 	char msg[FOTA_ERROR_MSG_MAX];
-	CU_ASSERT_EQUAL(fdev_run(&f, fota_file_devices, msg, sizeof(msg)), 0);
+	CU_ASSERT_EQUAL(fdev_run(&f, fota_file_devices, false, msg, sizeof(msg)), 0);
 	if (msg[0])
 		fprintf(stderr, "apply_file: %s\n", msg);
 	CU_ASSERT(file_is(f.slot_b, f.dst, FLEN));
@@ -628,10 +635,34 @@ static void test_agent_apply_file_ab_scan(void)
 	 * chunks are counted */
 	struct probe p = { .want = f.dst, .want_len = FLEN, .watch = f.slot_b, .lo = 0, .hi = 2 * FCHUNK,
 			   .inner_dev = fota_file_devices };
+	const struct fota_devices probed = { &p, probe_dev_open };
 	char msg[FOTA_ERROR_MSG_MAX];
-	CU_ASSERT_EQUAL(fdev_run(&f, (struct fota_devices){ &p, probe_dev_open }, msg, sizeof(msg)), 0);
+	/* the run that enters phase applying does not scan: nothing of the job can be in the
+	 * slot yet, so the first two chunks are written although they hold the target */
+	CU_ASSERT_EQUAL(fdev_run(&f, probed, false, msg, sizeof(msg)), 0);
 	if (msg[0])
 		fprintf(stderr, "apply_file: %s\n", msg);
+	CU_ASSERT(file_is(f.slot_b, f.dst, FLEN));
+	CU_ASSERT(p.range_writes > 0);
+	CU_ASSERT_EQUAL(p.bad_writes, 0);
+
+	/* a later run does: the first run's first slot write fails (the job stays applying,
+	 * resumable), the first two chunks then hold the target as after a kill that came
+	 * before the journal's checkpoint, and resume does not write them again */
+	fdev_free(&f);
+	CU_ASSERT_EQUAL_FATAL(fdev_init(&f, "scan-resume"), 0);
+	CU_ASSERT_EQUAL_FATAL(write_whole(f.slot_a, f.src, FLEN), 0);
+	CU_ASSERT_EQUAL_FATAL(write_whole(f.slot_b, b, FLEN), 0);
+	p = (struct probe){ .want = f.dst, .want_len = FLEN, .watch = f.slot_b, .lo = 0, .hi = 2 * FCHUNK,
+			    .inner_dev = fota_file_devices, .fail_left = 1 };
+	CU_ASSERT_EQUAL(fdev_run(&f, probed, false, msg, sizeof(msg)), AGENT_EXIT_IO);
+	CU_ASSERT_PTR_NOT_NULL(strstr(msg, "probe: write at"));
+	CU_ASSERT_EQUAL(p.fail_left, 0);
+	CU_ASSERT_EQUAL_FATAL(write_whole(f.slot_b, b, FLEN), 0);
+	p.writes = p.bad_writes = p.range_writes = 0;
+	CU_ASSERT_EQUAL(fdev_run(&f, probed, true, msg, sizeof(msg)), 0);
+	if (msg[0])
+		fprintf(stderr, "apply_file resume: %s\n", msg);
 	CU_ASSERT(file_is(f.slot_b, f.dst, FLEN));
 	CU_ASSERT(p.writes > 0);
 	CU_ASSERT_EQUAL(p.bad_writes, 0);
@@ -662,7 +693,7 @@ static void test_agent_apply_file_ab_bad_write(void)
 	CU_ASSERT_EQUAL_FATAL(write_whole(f.slot_b, f.src, FLEN), 0);
 	struct probe p = { .watch = f.slot_b, .corrupt_left = 1 };
 	char msg[FOTA_ERROR_MSG_MAX];
-	CU_ASSERT_EQUAL(fdev_run(&f, (struct fota_devices){ &p, corrupt_dev_open }, msg, sizeof(msg)), AGENT_EXIT_CORRUPT);
+	CU_ASSERT_EQUAL(fdev_run(&f, (struct fota_devices){ &p, corrupt_dev_open }, false, msg, sizeof(msg)), AGENT_EXIT_CORRUPT);
 	CU_ASSERT_EQUAL(p.corrupted, 1);
 	CU_ASSERT_PTR_NOT_NULL(strstr(msg, "sha256 of the written target does not match"));
 	CU_ASSERT_FALSE(file_is(f.slot_b, f.dst, FLEN));
