@@ -95,6 +95,9 @@ struct matcher {
 	unsigned gram_log;
 };
 
+/* How many positions ahead the scan fetches the filter word it will need. */
+#define DIFF_GRAM_AHEAD 8
+
 /* The filter's bits for the DIFF_GRAM bytes at p: three bits of one 64-bit word (a
  * blocked Bloom filter: one cache line per lookup). */
 static inline uint64_t gram_hash(const uint8_t *p)
@@ -180,6 +183,20 @@ static int64_t search(const struct matcher *m, const uint8_t *p, int64_t plen, i
 	int64_t lst = 0, len_ = 0;
 	while (en - st >= 2) {
 		int64_t x = st + (en - st) / 2;
+		if (m->sa32 && en - st >= 16) {
+			/* The search is bound by cache misses on the suffix array and on old.
+			 * The next probe is the middle of one half or the other, and the one
+			 * after it the middle of a quarter: while this probe's suffix is
+			 * compared, fetch the suffixes of both next probes (their entries were
+			 * fetched one step ago) and the entries of all four after them. */
+			int64_t c0 = st + (x - st) / 2, c1 = x + (en - x) / 2;
+			__builtin_prefetch(m->old + m->sa32[c0]);
+			__builtin_prefetch(m->old + m->sa32[c1]);
+			__builtin_prefetch(m->sa32 + st + (c0 - st) / 2);
+			__builtin_prefetch(m->sa32 + c0 + (x - c0) / 2);
+			__builtin_prefetch(m->sa32 + x + (c1 - x) / 2);
+			__builtin_prefetch(m->sa32 + c1 + (en - c1) / 2);
+		}
 		int64_t o = sa_at(m, x);
 		int64_t n = m->oldsize - o < plen ? m->oldsize - o : plen;
 		int64_t k = lst < len_ ? lst : len_;
@@ -231,6 +248,10 @@ static int match_slice(const struct matcher *m, int64_t s0, int64_t s1, struct s
 				a_off = lastoffset;
 				a_end = scan + (o >= 0 && o < oldsize ? matchlen(old + o, oldsize - o, new + scan, s1 - scan) : 0);
 			}
+			/* the filter word a few positions ahead, which a scan without matches
+			 * will ask for (one cache miss per lookup otherwise) */
+			if (m->gram && scan + DIFF_GRAM_AHEAD + DIFF_GRAM <= m->newsize)
+				__builtin_prefetch(m->gram + gram_word(gram_hash(new + scan + DIFF_GRAM_AHEAD), m->gram_log));
 			if (a_end + DIFF_GRAM > s1 || gram_absent(m, a_end) || (a_end != scan && gram_absent(m, scan)))
 				len = 0;
 			else
