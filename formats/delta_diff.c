@@ -183,7 +183,7 @@ static int64_t search(const struct matcher *m, const uint8_t *p, int64_t plen, i
 	int64_t lst = 0, len_ = 0;
 	while (en - st >= 2) {
 		int64_t x = st + (en - st) / 2;
-		if (m->sa32 && en - st >= 16) {
+		if (!m->sa64 && en - st >= 16) { /* 32-bit entries (below 2 GiB) */
 			/* The search is bound by cache misses on the suffix array and on old.
 			 * The next probe is the middle of one half or the other, and the one
 			 * after it the middle of a quarter: while this probe's suffix is
