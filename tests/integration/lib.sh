@@ -4,6 +4,9 @@
 #   expect_rc NAME RC CMD...        pass if CMD exits with RC
 #   WORK                            a scratch directory removed at exit
 #   agent_conf FILE DIR [S.KEY=VAL...] write a fota-agent config (below)
+#   test_pki                        the test PKI in $WORK/pki, as PKI (exits on failure)
+#   need_bins PATH...               exit (after a FAIL line) when a binary is missing
+#   member_at PKG K                 "MID REST" of member K of a package (below)
 # FOTA_BIN points at the binaries under test; FOTA_TOP at the repository.
 set -u
 : "${FOTA_BIN:?run through tests/run.sh}"
@@ -56,4 +59,36 @@ agent_conf() {
       done
     done
   } >"$file"
+}
+
+test_pki() {
+  PKI=$WORK/pki
+  bash "$FOTA_TOP/tests/pki/mkpki.sh" "$PKI" >"$WORK/.mkpki" 2>&1 || { fail "mkpki" "$(tail -2 "$WORK/.mkpki")"; exit 1; }
+}
+
+need_bins() {
+  local b
+  for b in "$@"; do
+    [ -x "$b" ] || { fail "$(basename "$b") built" "$b missing"; exit 0; }
+  done
+}
+
+# member_at PKG K: the file offset of the middle of member K's data in the package
+# (0 manifest.json, 1 manifest.sig, then one payload per chunk in manifest order; the
+# ustar layout of FORMAT.md section 2) and the bytes from member K's header to the end
+# of the file; prints nothing when there is no member K.
+member_at() {
+  python3 - "$1" "$2" <<'PY'
+import sys
+b = open(sys.argv[1], "rb").read()
+want = int(sys.argv[2])
+off, k = 0, 0
+while off + 512 <= len(b) and b[off] != 0:
+    size = int(b[off + 124:off + 136].split(b"\0")[0] or b"0", 8)
+    if k == want:
+        print(off + 512 + size // 2, len(b) - off)
+        break
+    off += 512 + (size + 511) // 512 * 512
+    k += 1
+PY
 }

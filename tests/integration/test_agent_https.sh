@@ -21,8 +21,7 @@ if ! nginx -V 2>&1 | grep -q -- --with-http_ssl_module; then
 fi
 
 # ---- package-signing PKI and a package ----
-PKI=$WORK/pki
-bash "$FOTA_TOP/tests/pki/mkpki.sh" "$PKI" >/dev/null || { fail "mkpki"; exit 1; }
+test_pki
 python3 - "$WORK" <<'PY'
 import random, sys
 w = sys.argv[1]

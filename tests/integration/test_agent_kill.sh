@@ -11,8 +11,7 @@
 AGENT=$FOTA_BIN/fota-agent
 if [ ! -x "$AGENT" ]; then fail "fota-agent built" "$AGENT missing"; exit 0; fi
 KILLS=${KILLS:-20}
-PKI=$WORK/pki
-bash "$FOTA_TOP/tests/pki/mkpki.sh" "$PKI" || { fail "mkpki"; exit 1; }
+test_pki
 
 # ---- images and packages ----
 python3 - "$WORK" <<'PY'

@@ -10,8 +10,7 @@
 
 AGENT=$FOTA_BIN/fota-agent
 if [ ! -x "$AGENT" ]; then fail "fota-agent built" "$AGENT missing"; exit 0; fi
-PKI=$WORK/pki
-bash "$FOTA_TOP/tests/pki/mkpki.sh" "$PKI" >/dev/null 2>&1 || { fail "mkpki"; exit 1; }
+test_pki
 
 # ---- images and packages (small: 320 KiB, 64 KiB chunks) ----
 head -c 327680 /dev/urandom >"$WORK/src.img"

@@ -18,11 +18,8 @@
 
 AGENT=$FOTA_BIN/fota-agent
 PROXY=$FOTA_BIN/fault-proxy
-for b in "$AGENT" "$PROXY" "$FOTA_BIN/fota-pack"; do
-  [ -x "$b" ] || { fail "$(basename "$b") built" "$b missing"; exit 0; }
-done
-PKI=$WORK/pki
-bash "$FOTA_TOP/tests/pki/mkpki.sh" "$PKI" >/dev/null 2>&1 || { fail "mkpki"; exit 1; }
+need_bins "$AGENT" "$PROXY" "$FOTA_BIN/fota-pack"
+test_pki
 
 # ---- images (2 MiB; data moves backward and forward) and packages ----
 python3 - "$WORK" <<'PY'
@@ -54,20 +51,7 @@ PKG=$(stat -c %s "$WORK/good.fota")
 # the file offset of a byte inside chunk 20's payload, and the package bytes from
 # that payload's header on (members: manifest.json,
 # manifest.sig, then one payload per chunk in manifest order)
-FLIP_AT=$(python3 - "$WORK/good.fota" <<'PY'
-import sys
-b = open(sys.argv[1], "rb").read()
-off, k = 0, 0
-while off + 512 <= len(b) and b[off] != 0:
-    size = int(b[off + 124:off + 136].split(b"\0")[0] or b"0", 8)
-    if k == 22:
-        print(off + 512 + size // 2, len(b) - off)
-        break
-    off += 512 + (size + 511) // 512 * 512
-    k += 1
-PY
-)
-read -r FLIP_AT REST <<<"$FLIP_AT"
+read -r FLIP_AT REST <<<"$(member_at "$WORK/good.fota" 22)"
 [ -n "$REST" ] || { fail "payload offset of chunk 20"; exit 1; }
 # the server's file, with that byte corrupt
 python3 - "$WORK/good.fota" "$WWW/pkg.fota" "$FLIP_AT" <<'PY'

@@ -15,11 +15,8 @@
 
 AGENT=$FOTA_BIN/fota-agent
 PROXY=$FOTA_BIN/fault-proxy
-for b in "$AGENT" "$PROXY" "$FOTA_BIN/fota-pack"; do
-  [ -x "$b" ] || { fail "$(basename "$b") built" "$b missing"; exit 0; }
-done
-PKI=$WORK/pki
-bash "$FOTA_TOP/tests/pki/mkpki.sh" "$PKI" >/dev/null 2>&1 || { fail "mkpki"; exit 1; }
+need_bins "$AGENT" "$PROXY" "$FOTA_BIN/fota-pack"
+test_pki
 
 # ---- images and packages: 2 MiB, 64 KiB chunks ----
 python3 - "$WORK" <<'PY'
@@ -47,19 +44,7 @@ cp "$WWW/full.fota" "$WWW/republished.fota"
 touch -d '2020-01-02 03:04:05' "$WWW/republished.fota"
 # a file offset inside the 10th payload's data (found from the ustar headers), for a
 # server that always corrupts it
-FLIP_AT=$(python3 - "$WWW/full.fota" <<'PY'
-import sys
-b = open(sys.argv[1], "rb").read()
-off, k = 0, 0
-while off + 512 <= len(b) and b[off] != 0:
-    size = int(b[off + 124:off + 136].split(b"\0")[0] or b"0", 8)
-    if k == 11:                          # manifest.json, manifest.sig, then payloads
-        print(off + 512 + size // 2)
-        break
-    off += 512 + (size + 511) // 512 * 512
-    k += 1
-PY
-)
+read -r FLIP_AT _ <<<"$(member_at "$WWW/full.fota" 11)"
 [ -n "$FLIP_AT" ] || { fail "payload offset for the corrupt server"; exit 1; }
 
 nginx_start "$WWW" || { fail "nginx starts"; exit 1; }

@@ -5,8 +5,7 @@
 # package, reproducibility across thread counts, --json, the progress bar and bad options.
 . "$(dirname "$0")/lib.sh"
 
-PKI=$WORK/pki
-bash "$FOTA_TOP/tests/pki/mkpki.sh" "$PKI" || { fail "mkpki"; exit 1; }
+test_pki
 SIGN=(--key "$PKI/signer-rsa.key" --cert "$PKI/signer-rsa.pem" --chain "$PKI/chain.pem")
 B=65536
 

@@ -4,8 +4,7 @@
 # failures, reproducibility, external signing and bad options.
 . "$(dirname "$0")/lib.sh"
 
-PKI=$WORK/pki
-bash "$FOTA_TOP/tests/pki/mkpki.sh" "$PKI" || { fail "mkpki"; exit 1; }
+test_pki
 
 # A firmware-like image: code-ish random blocks, text, zero padding; not a chunk multiple.
 gen_image() { # OUT SIZE_KIB SEED

@@ -8,8 +8,7 @@
 
 AGENT=$FOTA_BIN/fota-agent
 if [ ! -x "$AGENT" ]; then fail "fota-agent built" "$AGENT missing"; exit 0; fi
-PKI=$WORK/pki
-bash "$FOTA_TOP/tests/pki/mkpki.sh" "$PKI" >/dev/null 2>&1 || { fail "mkpki"; exit 1; }
+test_pki
 
 head -c 196608 /dev/urandom >"$WORK/src.img"
 { head -c 70000 "$WORK/src.img"; head -c 30000 /dev/urandom; tail -c 96608 "$WORK/src.img"; } >"$WORK/dst.img"
