@@ -5,6 +5,7 @@
 #ifndef FOTA_HASH_H
 #define FOTA_HASH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "fota/error.h"
@@ -32,5 +33,30 @@ fota_status fota_sha256_file(const char *path, uint64_t limit, uint8_t out[FOTA_
 void fota_hex_encode(const uint8_t *bin, size_t n, char *out);
 /* Decode exactly 2*n lowercase hex digits (and nothing else) from a NUL-terminated string. 0 on success, -1 otherwise. */
 int fota_hex_decode(const char *hex, uint8_t *bin, size_t n);
+
+/*
+ * Two SHA-256 digests of one byte stream in one pass (hash_pair.c). The outer lane runs
+ * over everything fed; the inner lane can be finished and started again at any point, so
+ * it gives the digests of consecutive pieces (the chunks of an image) while the outer lane
+ * gives the digest of the whole (the image). On x86-64 CPUs with the SHA extensions the
+ * lanes share each 64-byte block's message schedule and interleave their rounds, which
+ * hides the rounds' latency: both digests then cost about what one costs through OpenSSL.
+ * Elsewhere, or with FOTA_SHA256_PAIR_OPENSSL, each lane is an OpenSSL context.
+ */
+struct fota_sha256_pair; /* opaque */
+
+#define FOTA_SHA256_PAIR_OPENSSL 1u /* flag: two OpenSSL contexts, never the CPU's SHA extensions */
+
+/* A pair with both lanes started. NULL when out of memory. Free with fota_sha256_pair_free. */
+struct fota_sha256_pair *fota_sha256_pair_new(unsigned flags);
+/* True when the pair runs on the CPU's SHA extensions (both digests in one pass). */
+bool fota_sha256_pair_accelerated(const struct fota_sha256_pair *p);
+/* Feed data to both lanes. */
+void fota_sha256_pair_update(struct fota_sha256_pair *p, const void *data, size_t len);
+/* The inner lane's digest of what was fed since it started; it starts again. */
+void fota_sha256_pair_final_inner(struct fota_sha256_pair *p, uint8_t out[FOTA_SHA256_LEN]);
+/* The outer lane's digest of everything fed since it started; it starts again. */
+void fota_sha256_pair_final_outer(struct fota_sha256_pair *p, uint8_t out[FOTA_SHA256_LEN]);
+void fota_sha256_pair_free(struct fota_sha256_pair *p);
 
 #endif
