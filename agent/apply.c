@@ -114,6 +114,7 @@ struct applier {
 	size_t out_map;                /* out is mapped this long (0: malloc'd) */
 	struct hasher *hs;             /* hashes out as it is decoded; NULL: in line */
 	struct readback *rb;           /* told of each slice that extends rb_base; NULL: none */
+	bool rb_checks;                /* rb checks the chunks that extend rb_base (readback_expect) */
 	uint64_t rb_base;              /* the end of the slot's prefix written in target order */
 	bool pending;                  /* out holds chunk pend_k, written, its check not yet seen */
 	size_t pend_k;
@@ -264,6 +265,8 @@ static fota_status check_pending(struct applier *ap, struct fota_error *err)
 }
 
 static void readback_ready(struct readback *r, uint64_t ready);
+static fota_status readback_expect(struct readback *r, const struct fota_chunk *ch, size_t k,
+				   struct fota_error *err);
 
 /* The largest chunk decoded whole into memory (the zstd window it replaces is as large:
  * a decoder writing into a buffer that holds the whole frame needs no window of its own). */
@@ -366,19 +369,19 @@ static fota_status zstd_feed(struct applier *ap, ZSTD_DCtx *dctx, const struct f
 /*
  * A full chunk small enough for ap->out: decode it whole into memory, written in slices
  * as it comes while the hasher checks its target SHA-256 (in line at the end without a
- * hasher). With defer the check may still be running on return (check_pending collects
- * it); without, it is done.
+ * hasher; not here at all without check, when the read-back checks it). With defer the
+ * check may still be running on return (check_pending collects it); without, it is done.
  */
 static fota_status produce_whole(struct applier *ap, const struct fota_chunk *ch, size_t k,
 				 struct fota_storage *payload, uint64_t poff, struct fota_storage *dst, uint64_t off,
-				 bool defer, struct fota_error *err)
+				 bool check, bool defer, struct fota_error *err)
 {
 	fota_status rc = check_pending(ap, err); /* out is about to be overwritten */
 	if (rc != FOTA_OK)
 		return rc;
 	struct zsink z = { .whole = true, .dst = dst, .off = off,
 			   .rb = ap->rb && dst == ap->dst && off == ap->rb_base ? ap->rb : NULL };
-	if (ap->hs && hasher_begin(ap->hs, ap->out))
+	if (check && ap->hs && hasher_begin(ap->hs, ap->out))
 		z.hs = ap->hs;
 	ZSTD_outBuffer out = { ap->out, (size_t)ch->target_size, 0 }; /* the same one in every call */
 	rc = zstd_feed(ap, ap->dctx_out, ch, k, payload, poff, &out, &z, err);
@@ -387,7 +390,7 @@ static fota_status produce_whole(struct applier *ap, const struct fota_chunk *ch
 				    (unsigned long long)ch->target_size);
 	if (!z.hs) {
 		uint8_t d[FOTA_SHA256_LEN];
-		if (rc == FOTA_OK) {
+		if (rc == FOTA_OK && check) {
 			fota_sha256(ap->out, out.pos, d);
 			if (memcmp(d, ch->target_sha256, sizeof(d)) != 0)
 				rc = fota_error_set(err, FOTA_E_INTEGRITY,
@@ -408,20 +411,25 @@ static fota_status produce_whole(struct applier *ap, const struct fota_chunk *ch
 	return defer ? FOTA_OK : check_pending(ap, err);
 }
 
-/* Produce chunk ch from its verified payload into dst at off; checks size and digest. */
+/* Produce chunk ch from its verified payload into dst at off; checks size and digest
+ * (the digest on the read-back, later, when ap->rb_checks and the chunk extends the
+ * slot's prefix written in order). */
 static int produce(struct applier *ap, const struct fota_chunk *ch, size_t k, struct fota_storage *payload,
 		   uint64_t poff, struct fota_storage *dst, uint64_t off, bool sync, struct fota_error *err)
 {
 	struct agent *a = ap->a;
 	fota_status rc = FOTA_OK;
+	bool check = !(ap->rb && ap->rb_checks && dst == ap->dst && off == ap->rb_base);
+	if (!check && (rc = readback_expect(ap->rb, ch, k, err)) != FOTA_OK)
+		return agent_fail(a, rc == FOTA_E_IO ? AGENT_EXIT_IO : agent_exit_for(rc));
 	if (ch->method == FOTA_METHOD_FULL && ap->out && ch->target_size <= ap->out_cap) {
-		rc = produce_whole(ap, ch, k, payload, poff, dst, off, !sync, err);
+		rc = produce_whole(ap, ch, k, payload, poff, dst, off, check, !sync, err);
 		if (rc == FOTA_OK && sync && fota_storage_sync(dst, err) != FOTA_OK)
 			return agent_fail(a, AGENT_EXIT_IO);
 		return rc == FOTA_OK ? AGENT_EXIT_OK : agent_fail(a, rc == FOTA_E_IO ? AGENT_EXIT_IO : agent_exit_for(rc));
 	}
-	struct writer w = { dst, off, 0, ch->target_size, fota_sha256_new() };
-	if (!w.h) {
+	struct writer w = { dst, off, 0, ch->target_size, check ? fota_sha256_new() : NULL };
+	if (check && !w.h) {
 		fota_error_set(err, FOTA_E_NOMEM, "out of memory");
 		return agent_fail(a, AGENT_EXIT_INTERNAL);
 	}
@@ -451,11 +459,13 @@ static int produce(struct applier *ap, const struct fota_chunk *ch, size_t k, st
 		rc = fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: produced %llu bytes, target_size %llu", k,
 				    (unsigned long long)w.written, (unsigned long long)ch->target_size);
 	uint8_t d[FOTA_SHA256_LEN];
-	fota_sha256_final(w.h, d);
-	fota_sha256_free(w.h);
+	if (check) {
+		fota_sha256_final(w.h, d);
+		fota_sha256_free(w.h);
+	}
 	if (rc == FOTA_OK && sync && fota_storage_sync(dst, err) != FOTA_OK)
 		return agent_fail(a, AGENT_EXIT_IO);
-	if (rc == FOTA_OK && memcmp(d, ch->target_sha256, sizeof(d)) != 0)
+	if (rc == FOTA_OK && check && memcmp(d, ch->target_sha256, sizeof(d)) != 0)
 		rc = fota_error_set(err, FOTA_E_INTEGRITY, "chunk %zu: target sha256 does not match the manifest", k);
 	if (rc != FOTA_OK)
 		x = agent_fail(a, rc == FOTA_E_IO ? AGENT_EXIT_IO : agent_exit_for(rc));
@@ -595,16 +605,31 @@ static int ab_chunk(struct applier *ap, const struct fota_chunk *ch, size_t k, s
 
 /*
  * The whole-image check by read-back (A/B on files and block devices; FORMAT.md section
- * 5 step 8, like update_engine's final partition verification): every chunk is checked
- * on the bytes produced before it is journaled (produce), and one more thread reads the
- * slot back as the chunks arrive in target order and feeds the whole-image digest, so
- * that the image check is done, from what the slot holds, soon after the last write.
+ * 5 step 8, like update_engine's final partition verification): one more thread reads
+ * the slot back as the chunks arrive in target order and feeds the whole-image digest,
+ * so that the image check is done, from what the slot holds, soon after the last write.
  * Read-back ranges are then dropped from the page cache (fota_storage_drop), RB_LAG
  * behind, when their writeback has long started. When chunks come out of order the
  * thread reads the rest of the image at the end.
+ *
+ * Chunk checks (step 7) ride on the same pass when the two-lane SHA-256 runs on the
+ * CPU's SHA extensions (fota_sha256_pair: both digests for the price of one): each chunk
+ * written in target order is registered (readback_expect) and checked on the bytes the
+ * slot holds, and the main thread collects the verdict (readback_check) before the chunk
+ * is journaled. The hasher then has nothing to do for those chunks, and the update does
+ * one SHA-256 pass over the target instead of two. Without the extensions the pair
+ * would cost two passes on this one thread, so the chunks are checked as before, by the
+ * hasher, on the bytes produced.
  */
 #define RB_BUF (128u << 10) /* the read-back buffer (peak RSS stays under 16 MiB) */
 #define RB_LAG (16u << 20)  /* read back, kept cached this much longer before the drop */
+#define RB_QUEUE 32         /* chunks written and not yet checked, at most */
+
+struct rb_chunk {
+	uint64_t start, end;
+	size_t k;
+	const uint8_t *want;
+};
 
 struct readback {
 	pthread_t thread;
@@ -615,10 +640,51 @@ struct readback {
 	uint64_t hashed;     /* [0, hashed) is in the image digest */
 	uint64_t size;
 	bool stop, finish, failed;
-	struct fota_sha256 *h;
+	bool checks;         /* chunks are checked here (readback_expect) */
+	struct rb_chunk q[RB_QUEUE]; /* registered, not yet checked, in target order */
+	size_t q_head, q_len;
+	bool inner_on;       /* the inner lane runs from q[q_head].start */
+	bool bad;            /* chunk bad_k failed its check */
+	size_t bad_k;
+	struct fota_sha256_pair *pair; /* outer: the image; inner: the chunk at the queue's head */
 	uint8_t *buf;
 	struct fota_error err;
 };
+
+/* At r->hashed: start the inner lane on the head chunk's first byte, check the head chunk
+ * at its last. Called with the lock held. */
+static void readback_edges(struct readback *r)
+{
+	bool popped = false;
+	while (r->q_len > 0 && !r->bad) {
+		struct rb_chunk *c = &r->q[r->q_head];
+		uint8_t d[FOTA_SHA256_LEN];
+		if (!r->inner_on) {
+			if (r->hashed < c->start)
+				break;
+			if (r->hashed > c->start) { /* registered after its bytes went by: a bug */
+				fota_error_set(&r->err, FOTA_E_INTERNAL, "read-back: chunk %zu registered too late", c->k);
+				r->failed = true;
+				break;
+			}
+			fota_sha256_pair_final_inner(r->pair, d); /* what came before it */
+			r->inner_on = true;
+		}
+		if (r->hashed < c->end)
+			break;
+		fota_sha256_pair_final_inner(r->pair, d);
+		r->inner_on = false;
+		if (memcmp(d, c->want, sizeof(d)) != 0) {
+			r->bad = true;
+			r->bad_k = c->k;
+		}
+		r->q_head = (r->q_head + 1) % RB_QUEUE;
+		r->q_len--;
+		popped = true;
+	}
+	if (popped || r->failed)
+		pthread_cond_broadcast(&r->cv);
+}
 
 static void *readback_main(void *arg)
 {
@@ -626,14 +692,22 @@ static void *readback_main(void *arg)
 	uint64_t dropped = 0; /* [0, dropped) left the page cache */
 	pthread_mutex_lock(&r->mu);
 	for (;;) {
+		readback_edges(r);
+		if (r->failed)
+			break;
 		uint64_t to = r->stop && r->finish ? r->size : r->ready;
 		if (r->hashed < to) {
 			uint64_t from = r->hashed;
 			size_t n = to - from < RB_BUF ? (size_t)(to - from) : RB_BUF;
+			if (r->q_len > 0 && !r->bad) { /* stop at the next chunk edge */
+				uint64_t edge = r->inner_on ? r->q[r->q_head].end : r->q[r->q_head].start;
+				if (edge > from && edge - from < n)
+					n = (size_t)(edge - from);
+			}
 			pthread_mutex_unlock(&r->mu);
 			bool ok = fota_storage_read(r->dst, from, r->buf, n, &r->err) == FOTA_OK;
 			if (ok) {
-				fota_sha256_update(r->h, r->buf, n);
+				fota_sha256_pair_update(r->pair, r->buf, n);
 				if (from + n >= dropped + RB_LAG + RB_LAG / 2) {
 					fota_storage_drop(r->dst, dropped, from + n - RB_LAG - dropped);
 					dropped = from + n - RB_LAG;
@@ -651,6 +725,7 @@ static void *readback_main(void *arg)
 			break;
 		pthread_cond_wait(&r->cv, &r->mu);
 	}
+	pthread_cond_broadcast(&r->cv); /* a caller waiting in readback_expect or readback_check */
 	pthread_mutex_unlock(&r->mu);
 	return NULL;
 }
@@ -659,8 +734,9 @@ static void *readback_main(void *arg)
 static bool readback_start(struct readback *r, struct fota_storage *dst, const struct fota_image *im)
 {
 	memset(r, 0, sizeof(*r));
-	if (!dst->concurrent_reads || !(r->h = fota_sha256_new()) || !(r->buf = malloc(RB_BUF)))
+	if (!dst->concurrent_reads || !(r->pair = fota_sha256_pair_new(0)) || !(r->buf = malloc(RB_BUF)))
 		goto fail;
+	r->checks = fota_sha256_pair_accelerated(r->pair);
 	r->dst = dst;
 	r->size = im->target_size;
 	if (pthread_mutex_init(&r->mu, NULL) != 0)
@@ -676,7 +752,7 @@ static bool readback_start(struct readback *r, struct fota_storage *dst, const s
 	}
 	return true;
 fail:
-	fota_sha256_free(r->h);
+	fota_sha256_pair_free(r->pair);
 	free(r->buf);
 	return false;
 }
@@ -691,8 +767,54 @@ static void readback_ready(struct readback *r, uint64_t ready)
 	pthread_mutex_unlock(&r->mu);
 }
 
+/* The verdict on the chunks checked so far. Called with the lock held. */
+static fota_status readback_status(struct readback *r, struct fota_error *err)
+{
+	if (r->bad)
+		return fota_error_set(err, FOTA_E_INTEGRITY,
+				      "chunk %zu: target sha256 does not match the manifest (read back from the slot)",
+				      r->bad_k);
+	if (r->failed) {
+		if (err)
+			*err = r->err;
+		return r->err.code ? r->err.code : FOTA_E_IO;
+	}
+	return FOTA_OK;
+}
+
+/* Chunk k, about to be written at ch->target_offset, is to be checked on the read-back
+ * (r->checks). Waits while RB_QUEUE chunks are unchecked. Not FOTA_OK: an earlier chunk
+ * failed its check, or the read-back failed. */
+static fota_status readback_expect(struct readback *r, const struct fota_chunk *ch, size_t k,
+				   struct fota_error *err)
+{
+	pthread_mutex_lock(&r->mu);
+	while (r->q_len == RB_QUEUE && !r->bad && !r->failed)
+		pthread_cond_wait(&r->cv, &r->mu);
+	fota_status rc = readback_status(r, err);
+	if (rc == FOTA_OK) {
+		r->q[(r->q_head + r->q_len) % RB_QUEUE] =
+			(struct rb_chunk){ ch->target_offset, ch->target_offset + ch->target_size, k, ch->target_sha256 };
+		r->q_len++;
+		pthread_cond_broadcast(&r->cv);
+	}
+	pthread_mutex_unlock(&r->mu);
+	return rc;
+}
+
+/* Every registered chunk up to k is checked (wait = false: the verdict so far). */
+static fota_status readback_check(struct readback *r, size_t k, bool wait, struct fota_error *err)
+{
+	pthread_mutex_lock(&r->mu);
+	while (wait && r->q_len > 0 && r->q[r->q_head].k <= k && !r->bad && !r->failed)
+		pthread_cond_wait(&r->cv, &r->mu);
+	fota_status rc = readback_status(r, err);
+	pthread_mutex_unlock(&r->mu);
+	return rc;
+}
+
 /* Stop the thread; with finish, after it hashed the rest of the image. FOTA_OK and the
- * image digest when the whole image was hashed. */
+ * image digest when the whole image was hashed and every registered chunk matched. */
 static fota_status readback_end(struct readback *r, bool finish, uint8_t out[FOTA_SHA256_LEN], struct fota_error *err)
 {
 	pthread_mutex_lock(&r->mu);
@@ -703,17 +825,12 @@ static fota_status readback_end(struct readback *r, bool finish, uint8_t out[FOT
 	pthread_join(r->thread, NULL);
 	pthread_cond_destroy(&r->cv);
 	pthread_mutex_destroy(&r->mu);
-	fota_status rc = FOTA_OK;
-	if (r->failed) {
-		if (err)
-			*err = r->err;
-		rc = r->err.code ? r->err.code : FOTA_E_IO;
-	} else if (!finish || r->hashed != r->size) {
+	fota_status rc = readback_status(r, err);
+	if (rc == FOTA_OK && (!finish || r->hashed != r->size || r->q_len > 0))
 		rc = fota_error_set(err, FOTA_E_INTERNAL, "read-back stopped early");
-	} else {
-		fota_sha256_final(r->h, out);
-	}
-	fota_sha256_free(r->h);
+	else if (rc == FOTA_OK)
+		fota_sha256_pair_final_outer(r->pair, out);
+	fota_sha256_pair_free(r->pair);
 	free(r->buf);
 	return rc;
 }
@@ -834,6 +951,11 @@ int agent_apply(struct agent *a, struct fota_error *err)
 		rb_on = readback_start(&rb, ap.dst, im);
 	if (rb_on && in_order)
 		readback_ready(&rb, prefix);
+	/* the pair's lanes share blocks only when each chunk starts on the image's 64-byte
+	 * block grid (fota-pack's chunk sizes do); else the hasher checks the chunks */
+	ap.rb_checks = rb_on && rb.checks;
+	for (size_t i = 0; ap.rb_checks && i < im->n_chunks; i++)
+		ap.rb_checks = im->chunks[i].target_offset % 64 == 0;
 	/* A/B: progress is journaled at checkpoints, so chunks after the journaled one may be
 	 * written already (a kill keeps them in the page cache); a chunk whose slot range
 	 * already holds its target is done (FORMAT.md 6.2 allows the same in place). Only the
@@ -863,23 +985,32 @@ int agent_apply(struct agent *a, struct fota_error *err)
 			prefix += ch->target_size;
 			readback_ready(&rb, prefix);
 		}
+		/* a chunk the read-back found wrong ends the job now, not at the checkpoint */
+		fota_status crc = ap.rb_checks ? readback_check(&rb, k, false, err) : FOTA_OK;
+		if (crc != FOTA_OK) {
+			fota_error_prefix(err, "update: ");
+			x = agent_fail(a, crc == FOTA_E_IO ? AGENT_EXIT_IO : agent_exit_for(crc));
+			goto out;
+		}
 		a->j.ap_next = k + 1;
 		a->j.ip_step = 0;
 		agent_log(a, "chunk %zu/%zu applied", k + 1, n);
 		/* in place and streaming: every chunk; A/B from the cache: checkpoints */
 		if (c->mode == FOTA_MODE_AB && !a->j.stream && k + 1 < n && !agent_checkpoint_due(a))
 			continue;
-		fota_status crc = check_pending(&ap, err);
+		crc = check_pending(&ap, err);
+		if (crc == FOTA_OK && ap.rb_checks)
+			crc = readback_check(&rb, k, true, err);
 		if (crc != FOTA_OK) {
 			fota_error_prefix(err, "update: ");
-			x = agent_fail(a, agent_exit_for(crc));
+			x = agent_fail(a, crc == FOTA_E_IO ? AGENT_EXIT_IO : agent_exit_for(crc));
 			goto out;
 		}
 		if (c->mode == FOTA_MODE_AB && fota_storage_sync(ap.dst, err) != FOTA_OK) {
 			x = agent_fail(a, AGENT_EXIT_IO);
 			goto out;
 		}
-		/* every chunk journaled as done has been checked (produce) and synced. A/B from
+		/* every chunk journaled as done has been checked (produce, or the read-back) and synced. A/B from
 		 * the cache: the last chunks are journaled by the caller's commit of the checked
 		 * image (agent.c run_update, phase APPLIED); a cut before it redoes them from the
 		 * last checkpoint, as any cut does */

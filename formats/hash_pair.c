@@ -232,6 +232,9 @@ struct fota_sha256_pair *fota_sha256_pair_new(unsigned flags)
 	struct fota_sha256_pair *p = calloc(1, sizeof(*p));
 	if (!p)
 		return NULL;
+	const char *no_ext = getenv("FOTA_NO_SHA_EXT");
+	if (no_ext && no_ext[0] && strcmp(no_ext, "0") != 0)
+		flags |= FOTA_SHA256_PAIR_OPENSSL;
 	p->shani = !(flags & FOTA_SHA256_PAIR_OPENSSL) && cpu_has_shani();
 	if (p->shani) {
 		lane_start(&p->outer);

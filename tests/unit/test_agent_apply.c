@@ -498,25 +498,37 @@ UNIT_SUITE("agent/apply_drop", add_drop)
 
 /*
  * Suite agent/apply_file: A/B from the store-mode cache on the production file backend,
- * where the apply runs its threads (each full chunk decoded whole is hashed and written
- * by follower threads as it is decoded, and the read-back thread hashes the slot): the
- * slot ends exactly the target; a slot whose leading chunks already hold their target is
- * not written there (the resume scan); a write that reaches the slot corrupt fails the
- * image check.
+ * where the apply runs its threads (the read-back thread hashes the slot for the image
+ * check and, on a CPU with the SHA extensions, checks each chunk there too; otherwise the
+ * hasher checks each full chunk decoded whole as it is decoded): the slot ends exactly
+ * the target; a slot whose leading chunks already hold their target is not written there
+ * (the resume scan); a write that reaches the slot corrupt fails the chunk check on the
+ * read-back, or the image check. Each case runs both ways: as the CPU allows, and with
+ * FOTA_NO_SHA_EXT=1 (the read-back hashes the image only).
  */
 #define FCHUNK (1u << 20) /* the test packages' window (2^20) bounds a chunk */
 #define FLEN ((size_t)5 * FCHUNK + 12345)
+
+/* The read-back checks the chunks (the two-lane SHA-256 runs on the SHA extensions). */
+static bool chunk_checks_on_readback(void)
+{
+	struct fota_sha256_pair *p = fota_sha256_pair_new(0);
+	bool on = p && fota_sha256_pair_accelerated(p);
+	fota_sha256_pair_free(p);
+	return on;
+}
 
 struct fdev {
 	char dir[600], slot_a[700], slot_b[700], state[700], pkg[700], url[760];
 	uint8_t *src, *dst;
 };
 
-/* Images, the package (full chunks of FCHUNK) and a state directory under tag. */
-static int fdev_init(struct fdev *f, const char *tag)
+/* Images, the package (full chunks of chunk bytes) and a state directory under tag. */
+static int fdev_init_chunk(struct fdev *f, const char *tag, uint32_t chunk)
 {
 	memset(f, 0, sizeof(*f));
-	snprintf(f->dir, sizeof(f->dir), "%s/apply-file-%s", unit_tmpdir(), tag);
+	snprintf(f->dir, sizeof(f->dir), "%s/apply-file-%s%s", unit_tmpdir(), tag,
+		 getenv("FOTA_NO_SHA_EXT") ? "-noext" : "");
 	snprintf(f->slot_a, sizeof(f->slot_a), "%s/a.img", f->dir);
 	snprintf(f->slot_b, sizeof(f->slot_b), "%s/b.img", f->dir);
 	snprintf(f->state, sizeof(f->state), "%s/state", f->dir);
@@ -531,8 +543,13 @@ static int fdev_init(struct fdev *f, const char *tag)
 	unit_fill_random(f->dst, FLEN, 92);
 	for (size_t i = 0; i + 65536 <= FLEN; i += 65536)
 		memset(f->dst + i, (int)(i >> 16), i % (3 * 65536) == 0 ? 65536 : 20000);
-	struct tpkg o = { .mode = FOTA_MODE_AB, .chunk = FCHUNK, .corrupt_chunk = -1 };
+	struct tpkg o = { .mode = FOTA_MODE_AB, .chunk = chunk, .corrupt_chunk = -1 };
 	return tagent_build(f->pkg, f->src, FLEN, f->dst, FLEN, &o);
+}
+
+static int fdev_init(struct fdev *f, const char *tag)
+{
+	return fdev_init_chunk(f, tag, FCHUNK);
 }
 
 static void fdev_free(struct fdev *f)
@@ -595,7 +612,7 @@ static bool file_is(const char *path, const uint8_t *want, size_t len)
 	return ok;
 }
 
-static void test_agent_apply_file_ab_exact(void)
+static void test_agent_apply_file_ab_exact_once(void)
 {
 	struct fdev f;
 	CU_ASSERT_EQUAL_FATAL(fdev_init(&f, "exact"), 0);
@@ -621,7 +638,7 @@ static void test_agent_apply_file_ab_exact(void)
 
 /* The slot already holds the first chunks (a killed run wrote them): they are hashed,
  * found done and not written again; the rest is applied; the image check reads them. */
-static void test_agent_apply_file_ab_scan(void)
+static void test_agent_apply_file_ab_scan_once(void)
 {
 	struct fdev f;
 	CU_ASSERT_EQUAL_FATAL(fdev_init(&f, "scan"), 0);
@@ -685,7 +702,7 @@ static fota_status corrupt_dev_open(void *ctx, const char *path, bool writable, 
 	return wrap_storage(p, in, false, strcmp(path, p->watch) == 0, out, err);
 }
 
-static void test_agent_apply_file_ab_bad_write(void)
+static void test_agent_apply_file_ab_bad_write_once(void)
 {
 	struct fdev f;
 	CU_ASSERT_EQUAL_FATAL(fdev_init(&f, "badwrite"), 0);
@@ -695,10 +712,71 @@ static void test_agent_apply_file_ab_bad_write(void)
 	char msg[FOTA_ERROR_MSG_MAX];
 	CU_ASSERT_EQUAL(fdev_run(&f, (struct fota_devices){ &p, corrupt_dev_open }, false, msg, sizeof(msg)), AGENT_EXIT_CORRUPT);
 	CU_ASSERT_EQUAL(p.corrupted, 1);
-	CU_ASSERT_PTR_NOT_NULL(strstr(msg, "sha256 of the written target does not match"));
+	const char *want = chunk_checks_on_readback()
+				   ? "target sha256 does not match the manifest (read back from the slot)"
+				   : "sha256 of the written target does not match";
+	CU_ASSERT_PTR_NOT_NULL(strstr(msg, want));
 	CU_ASSERT_FALSE(file_is(f.slot_b, f.dst, FLEN));
 	CU_ASSERT(file_is(f.slot_a, f.src, FLEN));
 	fdev_free(&f);
+}
+
+/* Chunks that do not start on the image's 64-byte grid: the read-back cannot share its
+ * blocks between the chunk and the image digests, so the hasher checks the chunks; the
+ * slot still ends exactly the target, and a corrupt write still fails the update. */
+static void test_agent_apply_file_ab_odd_chunks_once(void)
+{
+	struct fdev f;
+	CU_ASSERT_EQUAL_FATAL(fdev_init_chunk(&f, "odd", FCHUNK - 61), 0);
+	CU_ASSERT_EQUAL_FATAL(write_whole(f.slot_a, f.src, FLEN), 0);
+	CU_ASSERT_EQUAL_FATAL(write_whole(f.slot_b, f.src, FLEN), 0);
+	char msg[FOTA_ERROR_MSG_MAX];
+	CU_ASSERT_EQUAL(fdev_run(&f, fota_file_devices, false, msg, sizeof(msg)), 0);
+	if (msg[0])
+		fprintf(stderr, "apply_file odd: %s\n", msg);
+	CU_ASSERT(file_is(f.slot_b, f.dst, FLEN));
+	fdev_free(&f);
+
+	CU_ASSERT_EQUAL_FATAL(fdev_init_chunk(&f, "odd-bad", FCHUNK - 61), 0);
+	CU_ASSERT_EQUAL_FATAL(write_whole(f.slot_a, f.src, FLEN), 0);
+	CU_ASSERT_EQUAL_FATAL(write_whole(f.slot_b, f.src, FLEN), 0);
+	struct probe p = { .watch = f.slot_b, .corrupt_left = 1 };
+	CU_ASSERT_EQUAL(fdev_run(&f, (struct fota_devices){ &p, corrupt_dev_open }, false, msg, sizeof(msg)),
+			AGENT_EXIT_CORRUPT);
+	CU_ASSERT_EQUAL(p.corrupted, 1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(msg, "sha256 of the written target does not match"));
+	fdev_free(&f);
+}
+
+/* Run a case as the CPU allows, then with the SHA extensions off. */
+static void both_ways(void (*fn)(void))
+{
+	CU_ASSERT_EQUAL_FATAL(unsetenv("FOTA_NO_SHA_EXT"), 0);
+	fn();
+	CU_ASSERT_EQUAL_FATAL(setenv("FOTA_NO_SHA_EXT", "1", 1), 0);
+	CU_ASSERT_FALSE(chunk_checks_on_readback());
+	fn();
+	CU_ASSERT_EQUAL(unsetenv("FOTA_NO_SHA_EXT"), 0);
+}
+
+static void test_agent_apply_file_ab_exact(void)
+{
+	both_ways(test_agent_apply_file_ab_exact_once);
+}
+
+static void test_agent_apply_file_ab_scan(void)
+{
+	both_ways(test_agent_apply_file_ab_scan_once);
+}
+
+static void test_agent_apply_file_ab_bad_write(void)
+{
+	both_ways(test_agent_apply_file_ab_bad_write_once);
+}
+
+static void test_agent_apply_file_ab_odd_chunks(void)
+{
+	both_ways(test_agent_apply_file_ab_odd_chunks_once);
 }
 
 static void add_file(CU_pSuite s)
@@ -706,5 +784,6 @@ static void add_file(CU_pSuite s)
 	UNIT_ADD(s, test_agent_apply_file_ab_exact);
 	UNIT_ADD(s, test_agent_apply_file_ab_scan);
 	UNIT_ADD(s, test_agent_apply_file_ab_bad_write);
+	UNIT_ADD(s, test_agent_apply_file_ab_odd_chunks);
 }
 UNIT_SUITE("agent/apply_file", add_file)

@@ -41,7 +41,8 @@ int fota_hex_decode(const char *hex, uint8_t *bin, size_t n);
  * gives the digest of the whole (the image). On x86-64 CPUs with the SHA extensions the
  * lanes share each 64-byte block's message schedule and interleave their rounds, which
  * hides the rounds' latency: both digests then cost about what one costs through OpenSSL.
- * Elsewhere, or with FOTA_SHA256_PAIR_OPENSSL, each lane is an OpenSSL context.
+ * Elsewhere, with FOTA_SHA256_PAIR_OPENSSL, or when the environment variable
+ * FOTA_NO_SHA_EXT is set (to anything but "" or "0"), each lane is an OpenSSL context.
  */
 struct fota_sha256_pair; /* opaque */
 
