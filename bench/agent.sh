@@ -12,7 +12,9 @@
 # chunk's and the whole image's SHA-256, its fsyncs and journal commits; it drops the
 # slot from the page cache once read back, where cp leaves its copy cached). No dirty
 # pages before either (sync). The two alternate, BENCH_AGENT_RUNS times (default 3), and the
-# fastest of each counts, since the machine may be shared; the CPU seconds (user + sys,
+# fastest of each counts, since the machine may be shared (every run's time and the
+# medians are printed as well: on a VM, cp's own time can vary fourfold from run to run,
+# with where its fresh page-cache pages come from); the CPU seconds (user + sys,
 # children included) of those runs and the load average are printed too, because cp
 # mostly waits for the disk while the agent mostly computes, so a busy CPU slows the
 # agent far more than cp.
@@ -70,6 +72,7 @@ CONF
 }
 
 fmin() { awk -v a="$1" -v b="$2" 'BEGIN { print (b < a) ? b : a }'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 echo "cp: 'cp IMAGE COPY && sync COPY', image warm; update: 'fota-agent update' from the warm download cache, fsyncs included; fastest of ${BENCH_AGENT_RUNS:-3} alternating runs"
 printf '%-8s %-22s %10s %10s %12s %8s\n' image step seconds "peak RSS" throughput "CPU s"
@@ -91,11 +94,12 @@ for mib in $MIBS; do
   # runs BENCH_AGENT_RUNS times (default 3); the fastest run counts (the machine is shared).
   runs=${BENCH_AGENT_RUNS:-3}
   cp_s=999999 up_s=999999 cp_cpu=999999 up_cpu=999999 dl_s=0 dl_kb=0 up_kb=0 exact=true
+  cp_all=() up_all=()
   load=$(cut -d' ' -f1 /proc/loadavg)
   for ((r = 0; r < runs; r++)); do
     rm -f "$W/cp.img"; sync
     measure sh -c "cp '$img' '$W/cp.img' && sync '$W/cp.img'"
-    cp_s=$(fmin "$cp_s" "$M_S"); cp_cpu=$(fmin "$cp_cpu" "$M_CPU")
+    cp_s=$(fmin "$cp_s" "$M_S"); cp_cpu=$(fmin "$cp_cpu" "$M_CPU"); cp_all+=("$M_S")
     rm -f "$W/cp.img"
 
     d=$W/dev-store
@@ -108,7 +112,7 @@ for mib in $MIBS; do
     sync
     measure "$BIN/fota-agent" -q -c "$d/agent.conf" update
     [ "$M_RC" -eq 0 ] || { echo "update failed: $(tail -3 "$M_LOG")"; exit 1; }
-    up_s=$(fmin "$up_s" "$M_S"); up_cpu=$(fmin "$up_cpu" "$M_CPU")
+    up_s=$(fmin "$up_s" "$M_S"); up_cpu=$(fmin "$up_cpu" "$M_CPU"); up_all+=("$M_S")
     [ "$M_KB" -gt "$up_kb" ] && up_kb=$M_KB
     cmp -s -n "$bytes" "$img" "$d/b.img" || exact=false
     rm -rf "$d"
@@ -134,7 +138,10 @@ for mib in $MIBS; do
   rss_ok=$([ "$dl_kb" -lt 16384 ] && [ "$up_kb" -lt 16384 ] && [ "$st_kb" -lt 16384 ] && echo true || echo false)
   speed_ok=$(awk -v r="$ratio" 'BEGIN { print (r >= 0.5) ? "true" : "false" }')
   echo "         update speed / cp speed = $ratio (target >= 0.5: $speed_ok); peak RSS < 16 MiB: $rss_ok; target exact: $exact"
-  json+="$sep{\"image_mib\":$mib,\"package_bytes\":$(fsize "$pkg"),\"cp_sync_s\":$cp_s,\"cp_sync_cpu_s\":$cp_cpu,\"update_cpu_s\":$up_cpu,\"loadavg\":$load,\"download_s\":$dl_s,\"download_rss_kib\":$dl_kb,\"update_s\":$up_s,\"update_rss_kib\":$up_kb,\"stream_s\":$st_s,\"stream_rss_kib\":$st_kb,\"update_vs_cp\":$ratio,\"rss_below_16mib\":$rss_ok,\"speed_at_least_half_cp\":$speed_ok,\"exact\":$exact}"
+  cp_med=$(median "${cp_all[@]}") up_med=$(median "${up_all[@]}")
+  ratio_med=$(awk -v c="$cp_med" -v u="$up_med" 'BEGIN { if (u > 0) printf "%.2f", c / u; else print 0 }')
+  echo "         all $runs runs (s): cp ${cp_all[*]}; update ${up_all[*]}; medians: cp $cp_med, update $up_med, ratio $ratio_med (the target is judged on the fastest)"
+  json+="$sep{\"image_mib\":$mib,\"package_bytes\":$(fsize "$pkg"),\"cp_sync_s\":$cp_s,\"cp_sync_cpu_s\":$cp_cpu,\"update_cpu_s\":$up_cpu,\"loadavg\":$load,\"download_s\":$dl_s,\"download_rss_kib\":$dl_kb,\"update_s\":$up_s,\"update_rss_kib\":$up_kb,\"stream_s\":$st_s,\"stream_rss_kib\":$st_kb,\"update_vs_cp\":$ratio,\"cp_sync_median_s\":$cp_med,\"update_median_s\":$up_med,\"update_vs_cp_median\":$ratio_med,\"rss_below_16mib\":$rss_ok,\"speed_at_least_half_cp\":$speed_ok,\"exact\":$exact}"
   sep=","
 done
 json+="]"
