@@ -83,48 +83,50 @@ SHANI static inline void state_store(uint32_t h[8], __m128i abef, __m128i cdgh)
 }
 
 /*
- * nb blocks at p into NL states (1 or 2). Round group g (rounds 4g..4g+3) uses message
- * words w[g & 3]; words 16..63 come from SHA256MSG1/MSG2 as the groups go: group g
- * completes the words of group g + 1 and starts those of group g + 3.
+ * nb blocks at p into nl states (1 or 2; inlined with a constant nl, so the lane loops
+ * unroll). Round group g (rounds 4g..4g+3) uses message words w[g & 3]; words 16..63 come
+ * from SHA256MSG1/MSG2 as the groups go: group g completes the words of group g + 1 and
+ * starts those of group g + 3.
  */
-#define COMPRESS(NL)                                                                                  \
-	do {                                                                                          \
-		const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);  \
-		for (; nb > 0; nb--, p += 64) {                                                       \
-			__m128i w[4], save0[NL], save1[NL];                                           \
-			for (int l = 0; l < NL; l++) {                                                \
-				save0[l] = abef[l];                                                   \
-				save1[l] = cdgh[l];                                                   \
-			}                                                                             \
-			for (int i = 0; i < 4; i++)                                                   \
-				w[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), bswap); \
-			_Pragma("GCC unroll 16") for (int g = 0; g < 16; g++)                         \
-			{                                                                             \
-				__m128i m = _mm_add_epi32(w[g & 3], _mm_loadu_si128((const __m128i *)(K + 4 * g))); \
-				for (int l = 0; l < NL; l++)                                          \
-					cdgh[l] = _mm_sha256rnds2_epu32(cdgh[l], abef[l], m);         \
-				if (g >= 3 && g < 15) {                                               \
-					__m128i t = _mm_alignr_epi8(w[g & 3], w[(g + 3) & 3], 4);     \
-					w[(g + 1) & 3] = _mm_sha256msg2_epu32(_mm_add_epi32(w[(g + 1) & 3], t), w[g & 3]); \
-				}                                                                     \
-				m = _mm_shuffle_epi32(m, 0x0E);                                       \
-				for (int l = 0; l < NL; l++)                                          \
-					abef[l] = _mm_sha256rnds2_epu32(abef[l], cdgh[l], m);         \
-				if (g >= 1 && g < 13)                                                 \
-					w[(g + 3) & 3] = _mm_sha256msg1_epu32(w[(g + 3) & 3], w[g & 3]); \
-			}                                                                             \
-			for (int l = 0; l < NL; l++) {                                                \
-				abef[l] = _mm_add_epi32(abef[l], save0[l]);                           \
-				cdgh[l] = _mm_add_epi32(cdgh[l], save1[l]);                           \
-			}                                                                             \
-		}                                                                                     \
-	} while (0)
+SHANI static inline __attribute__((always_inline)) void compress(__m128i abef[2], __m128i cdgh[2], int nl,
+								 const uint8_t *p, size_t nb)
+{
+	const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+	for (; nb > 0; nb--, p += 64) {
+		__m128i w[4], save0[2], save1[2];
+		for (int l = 0; l < nl; l++) {
+			save0[l] = abef[l];
+			save1[l] = cdgh[l];
+		}
+		for (int i = 0; i < 4; i++)
+			w[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), bswap);
+#pragma GCC unroll 16
+		for (int g = 0; g < 16; g++) {
+			__m128i m = _mm_add_epi32(w[g & 3], _mm_loadu_si128((const __m128i *)(K + 4 * g)));
+			for (int l = 0; l < nl; l++)
+				cdgh[l] = _mm_sha256rnds2_epu32(cdgh[l], abef[l], m);
+			if (g >= 3 && g < 15) {
+				__m128i t = _mm_alignr_epi8(w[g & 3], w[(g + 3) & 3], 4);
+				w[(g + 1) & 3] = _mm_sha256msg2_epu32(_mm_add_epi32(w[(g + 1) & 3], t), w[g & 3]);
+			}
+			m = _mm_shuffle_epi32(m, 0x0E);
+			for (int l = 0; l < nl; l++)
+				abef[l] = _mm_sha256rnds2_epu32(abef[l], cdgh[l], m);
+			if (g >= 1 && g < 13)
+				w[(g + 3) & 3] = _mm_sha256msg1_epu32(w[(g + 3) & 3], w[g & 3]);
+		}
+		for (int l = 0; l < nl; l++) {
+			abef[l] = _mm_add_epi32(abef[l], save0[l]);
+			cdgh[l] = _mm_add_epi32(cdgh[l], save1[l]);
+		}
+	}
+}
 
 SHANI static void blocks1(uint32_t h[8], const uint8_t *p, size_t nb)
 {
-	__m128i abef[1], cdgh[1];
+	__m128i abef[2], cdgh[2];
 	state_load(h, &abef[0], &cdgh[0]);
-	COMPRESS(1);
+	compress(abef, cdgh, 1, p, nb);
 	state_store(h, abef[0], cdgh[0]);
 }
 
@@ -133,7 +135,7 @@ SHANI static void blocks2(uint32_t ha[8], uint32_t hb[8], const uint8_t *p, size
 	__m128i abef[2], cdgh[2];
 	state_load(ha, &abef[0], &cdgh[0]);
 	state_load(hb, &abef[1], &cdgh[1]);
-	COMPRESS(2);
+	compress(abef, cdgh, 2, p, nb);
 	state_store(ha, abef[0], cdgh[0]);
 	state_store(hb, abef[1], cdgh[1]);
 }
