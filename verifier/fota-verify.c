@@ -155,8 +155,10 @@ struct report {
 /* ---- target writer: hash the chunk, maybe write it out ---- */
 
 struct target_sink {
+	/* chunks in target order: the pair hashes the chunk (inner) and the image (outer) in
+	 * one pass; out of order: chunk_hash the chunk, the image is read back at the end */
+	struct fota_sha256_pair *pair;
 	struct fota_sha256 *chunk_hash;
-	struct fota_sha256 *image_hash; /* NULL when chunks are out of order */
 	int out_fd;                     /* -1: nothing written */
 	uint8_t *stage;                 /* in-place: the chunk is produced here first, then written */
 	uint64_t base, pos, end;        /* absolute target offsets: chunk start, next byte, end */
@@ -168,9 +170,10 @@ static fota_status sink_write(void *ctx, const void *buf, size_t len, struct fot
 	struct target_sink *s = ctx;
 	if (len > s->end - s->pos)
 		return fota_error_set(err, FOTA_E_INTEGRITY, "%s: produces more than its target range", s->what);
-	fota_sha256_update(s->chunk_hash, buf, len);
-	if (s->image_hash)
-		fota_sha256_update(s->image_hash, buf, len);
+	if (s->pair)
+		fota_sha256_pair_update(s->pair, buf, len);
+	else
+		fota_sha256_update(s->chunk_hash, buf, len);
 	if (s->stage)
 		memcpy(s->stage + (s->pos - s->base), buf, len);
 	else if (s->out_fd >= 0) {
@@ -366,7 +369,8 @@ static fota_status verify(const struct options *o, struct report *rep, struct fo
 	size_t mlen = 0, slen = 0;
 	int src_fd[FOTA_IMAGES_MAX], out_fd[FOTA_IMAGES_MAX];
 	char *out_tmp[FOTA_IMAGES_MAX] = { 0 };
-	struct fota_sha256 *chunk_hash = NULL, *image_hash = NULL;
+	struct fota_sha256 *chunk_hash = NULL;
+	struct fota_sha256_pair *pair = NULL;
 	int scratch_fd = -1;
 	uint8_t *stage = NULL;
 	for (size_t i = 0; i < FOTA_IMAGES_MAX; i++)
@@ -421,8 +425,8 @@ static fota_status verify(const struct options *o, struct report *rep, struct fo
 	}
 	outbuf = malloc(OUTBUF);
 	chunk_hash = fota_sha256_new();
-	image_hash = fota_sha256_new();
-	if (!outbuf || !chunk_hash || !image_hash) {
+	pair = fota_sha256_pair_new(0);
+	if (!outbuf || !chunk_hash || !pair) {
 		rc = fota_error_set(err, FOTA_E_NOMEM, "out of memory");
 		goto out;
 	}
@@ -549,7 +553,7 @@ static fota_status verify(const struct options *o, struct report *rep, struct fo
 				ir->delta_chunks++;
 			if (!can_rebuild)
 				continue;
-			struct target_sink sink = { .chunk_hash = chunk_hash, .image_hash = in_order ? image_hash : NULL,
+			struct target_sink sink = { .pair = in_order ? pair : NULL, .chunk_hash = chunk_hash,
 						    .out_fd = out_fd[i], .stage = inplace ? stage : NULL,
 						    .base = ch->target_offset, .pos = ch->target_offset,
 						    .end = ch->target_offset + ch->target_size, .what = name };
@@ -571,7 +575,10 @@ static fota_status verify(const struct options *o, struct report *rep, struct fo
 						    name, sink.pos - ch->target_offset, ch->target_size);
 				goto out;
 			}
-			fota_sha256_final(chunk_hash, d);
+			if (in_order)
+				fota_sha256_pair_final_inner(pair, d);
+			else
+				fota_sha256_final(chunk_hash, d);
 			if (memcmp(d, ch->target_sha256, FOTA_SHA256_LEN) != 0) {
 				rc = fota_error_set(err, FOTA_E_INTEGRITY, "%s: target bytes do not match the manifest's sha256", name);
 				goto out;
@@ -585,7 +592,7 @@ static fota_status verify(const struct options *o, struct report *rep, struct fo
 		if (can_rebuild) {
 			uint8_t d[FOTA_SHA256_LEN];
 			if (in_order)
-				fota_sha256_final(image_hash, d);
+				fota_sha256_pair_final_outer(pair, d);
 			else {
 				rc = hash_fd(out_fd[i], im->target_size, d, outbuf, err);
 				if (rc)
@@ -629,7 +636,7 @@ out:
 		}
 	}
 	fota_sha256_free(chunk_hash);
-	fota_sha256_free(image_hash);
+	fota_sha256_pair_free(pair);
 	if (scratch_fd >= 0)
 		close(scratch_fd);
 	free(stage);
