@@ -120,6 +120,9 @@ uint64_t fota_sim_dev_writes(const struct fota_sim *sim, const char *name);
 struct fota_store *fota_sim_store(struct fota_sim *sim);
 /* A device opener on sim: path names a device set with fota_sim_dev_set. */
 struct fota_devices fota_sim_devices(struct fota_sim *sim);
+/* Devices opened from now on say concurrent_reads (default: no), so the agent reads
+ * the slot back in a thread as on files; the operations are serialised by a lock. */
+void fota_sim_set_concurrent_reads(struct fota_sim *sim, bool on);
 
 /* A hint that [off, off + len) of s, written and read back, is not needed in memory any
  * more: the file backend waits for that range's writeback and drops it from the page

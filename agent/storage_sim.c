@@ -4,7 +4,13 @@
  * and commit step is an event; at the armed event the power goes: the operation fails,
  * and so does every later one until fota_sim_reboot(), which throws away what was not
  * durable (tearing the last write when asked).
+ *
+ * With fota_sim_set_concurrent_reads the devices say concurrent_reads, so the agent
+ * runs its read-back thread on them as on files; every operation then takes the
+ * simulation's lock. Reads are not events, so the events of a run stay the same
+ * whatever the threads' timing.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +52,8 @@ struct fota_sim {
 	bool torn, cut;
 	/* the device and pending index of the write that the cut tears, if any */
 	struct simdev *torn_dev;
+	bool concurrent;        /* devices are opened with concurrent_reads */
+	pthread_mutex_t mu;     /* held by every storage and store operation */
 };
 
 struct sim_storage {
@@ -134,7 +142,7 @@ static fota_status cut_error(struct fota_storage *s, struct fota_error *err)
 	return fota_error_set(err, FOTA_E_IO, "%s: simulated power cut", s->name);
 }
 
-static fota_status sim_read(struct fota_storage *s, uint64_t off, void *buf, size_t len, struct fota_error *err)
+static fota_status sim_read_u(struct fota_storage *s, uint64_t off, void *buf, size_t len, struct fota_error *err)
 {
 	struct sim_storage *ss = (struct sim_storage *)s;
 	if (ss->sim->cut)
@@ -162,7 +170,7 @@ static fota_status sim_read(struct fota_storage *s, uint64_t off, void *buf, siz
 	return FOTA_OK;
 }
 
-static fota_status sim_write(struct fota_storage *s, uint64_t off, const void *buf, size_t len,
+static fota_status sim_write_u(struct fota_storage *s, uint64_t off, const void *buf, size_t len,
 			     struct fota_error *err)
 {
 	struct sim_storage *ss = (struct sim_storage *)s;
@@ -194,7 +202,7 @@ static fota_status sim_write(struct fota_storage *s, uint64_t off, const void *b
 	return FOTA_OK;
 }
 
-static fota_status sim_sync(struct fota_storage *s, struct fota_error *err)
+static fota_status sim_sync_u(struct fota_storage *s, struct fota_error *err)
 {
 	struct sim_storage *ss = (struct sim_storage *)s;
 	struct simdev *d = &ss->sim->devs[ss->dev];
@@ -207,7 +215,7 @@ static fota_status sim_sync(struct fota_storage *s, struct fota_error *err)
 	return FOTA_OK;
 }
 
-static fota_status sim_size(struct fota_storage *s, uint64_t *out, struct fota_error *err)
+static fota_status sim_size_u(struct fota_storage *s, uint64_t *out, struct fota_error *err)
 {
 	struct sim_storage *ss = (struct sim_storage *)s;
 	if (ss->sim->cut)
@@ -219,6 +227,45 @@ static fota_status sim_size(struct fota_storage *s, uint64_t *out, struct fota_e
 static void sim_close(struct fota_storage *s)
 {
 	free(s);
+}
+
+/* The operations under the simulation's lock (the read-back thread reads while the
+ * main thread writes). */
+static fota_status sim_read(struct fota_storage *s, uint64_t off, void *buf, size_t len, struct fota_error *err)
+{
+	struct fota_sim *sim = ((struct sim_storage *)s)->sim;
+	pthread_mutex_lock(&sim->mu);
+	fota_status rc = sim_read_u(s, off, buf, len, err);
+	pthread_mutex_unlock(&sim->mu);
+	return rc;
+}
+
+static fota_status sim_write(struct fota_storage *s, uint64_t off, const void *buf, size_t len,
+			     struct fota_error *err)
+{
+	struct fota_sim *sim = ((struct sim_storage *)s)->sim;
+	pthread_mutex_lock(&sim->mu);
+	fota_status rc = sim_write_u(s, off, buf, len, err);
+	pthread_mutex_unlock(&sim->mu);
+	return rc;
+}
+
+static fota_status sim_sync(struct fota_storage *s, struct fota_error *err)
+{
+	struct fota_sim *sim = ((struct sim_storage *)s)->sim;
+	pthread_mutex_lock(&sim->mu);
+	fota_status rc = sim_sync_u(s, err);
+	pthread_mutex_unlock(&sim->mu);
+	return rc;
+}
+
+static fota_status sim_size(struct fota_storage *s, uint64_t *out, struct fota_error *err)
+{
+	struct fota_sim *sim = ((struct sim_storage *)s)->sim;
+	pthread_mutex_lock(&sim->mu);
+	fota_status rc = sim_size_u(s, out, err);
+	pthread_mutex_unlock(&sim->mu);
+	return rc;
 }
 
 static const struct fota_storage_ops sim_ops = { sim_read, sim_write, sim_sync, sim_size, sim_close };
@@ -234,6 +281,7 @@ static fota_status open_dev(struct fota_sim *sim, const char *name, struct fota_
 		return fota_error_set(err, FOTA_E_NOMEM, "sim: out of memory");
 	ss->base.ops = &sim_ops;
 	snprintf(ss->base.name, sizeof(ss->base.name), "%s", name);
+	ss->base.concurrent_reads = sim->concurrent;
 	ss->sim = sim;
 	ss->dev = (size_t)(d - sim->devs);
 	*out = &ss->base;
@@ -266,7 +314,7 @@ static fota_status store_cut(const char *name, struct fota_error *err)
 	return fota_error_set(err, FOTA_E_IO, "state %s: simulated power cut", name);
 }
 
-static fota_status st_load(struct fota_store *st, const char *name, size_t max, uint8_t **data, size_t *len,
+static fota_status st_load_u(struct fota_store *st, const char *name, size_t max, uint8_t **data, size_t *len,
 			   bool *found, struct fota_error *err)
 {
 	struct fota_sim *sim = (struct fota_sim *)st;
@@ -290,7 +338,7 @@ static fota_status st_load(struct fota_store *st, const char *name, size_t max, 
 	return FOTA_OK;
 }
 
-static fota_status st_commit(struct fota_store *st, const char *name, const void *data, size_t len,
+static fota_status st_commit_u(struct fota_store *st, const char *name, const void *data, size_t len,
 			     struct fota_error *err)
 {
 	struct fota_sim *sim = (struct fota_sim *)st;
@@ -323,7 +371,7 @@ static fota_status st_commit(struct fota_store *st, const char *name, const void
 	return FOTA_OK;
 }
 
-static fota_status st_remove(struct fota_store *st, const char *name, struct fota_error *err)
+static fota_status st_remove_u(struct fota_store *st, const char *name, struct fota_error *err)
 {
 	struct fota_sim *sim = (struct fota_sim *)st;
 	if (!event(sim))
@@ -350,7 +398,7 @@ static fota_status st_remove(struct fota_store *st, const char *name, struct fot
 	return FOTA_OK;
 }
 
-static fota_status st_open(struct fota_store *st, const char *name, bool create, struct fota_storage **out,
+static fota_status st_open_u(struct fota_store *st, const char *name, bool create, struct fota_storage **out,
 			   struct fota_error *err)
 {
 	struct fota_sim *sim = (struct fota_sim *)st;
@@ -375,6 +423,45 @@ static void st_close(struct fota_store *st)
 	(void)st;
 }
 
+static fota_status st_load(struct fota_store *st, const char *name, size_t max, uint8_t **data, size_t *len,
+			   bool *found, struct fota_error *err)
+{
+	struct fota_sim *sim = (struct fota_sim *)st;
+	pthread_mutex_lock(&sim->mu);
+	fota_status rc = st_load_u(st, name, max, data, len, found, err);
+	pthread_mutex_unlock(&sim->mu);
+	return rc;
+}
+
+static fota_status st_commit(struct fota_store *st, const char *name, const void *data, size_t len,
+			     struct fota_error *err)
+{
+	struct fota_sim *sim = (struct fota_sim *)st;
+	pthread_mutex_lock(&sim->mu);
+	fota_status rc = st_commit_u(st, name, data, len, err);
+	pthread_mutex_unlock(&sim->mu);
+	return rc;
+}
+
+static fota_status st_remove(struct fota_store *st, const char *name, struct fota_error *err)
+{
+	struct fota_sim *sim = (struct fota_sim *)st;
+	pthread_mutex_lock(&sim->mu);
+	fota_status rc = st_remove_u(st, name, err);
+	pthread_mutex_unlock(&sim->mu);
+	return rc;
+}
+
+static fota_status st_open(struct fota_store *st, const char *name, bool create, struct fota_storage **out,
+			   struct fota_error *err)
+{
+	struct fota_sim *sim = (struct fota_sim *)st;
+	pthread_mutex_lock(&sim->mu);
+	fota_status rc = st_open_u(st, name, create, out, err);
+	pthread_mutex_unlock(&sim->mu);
+	return rc;
+}
+
 static const struct fota_store_ops sim_store_ops = { st_load, st_commit, st_remove, st_open, st_close };
 
 /* ---- control ---- */
@@ -382,9 +469,19 @@ static const struct fota_store_ops sim_store_ops = { st_load, st_commit, st_remo
 struct fota_sim *fota_sim_new(void)
 {
 	struct fota_sim *sim = calloc(1, sizeof(*sim));
-	if (sim)
-		sim->store.ops = &sim_store_ops;
+	if (!sim)
+		return NULL;
+	if (pthread_mutex_init(&sim->mu, NULL) != 0) {
+		free(sim);
+		return NULL;
+	}
+	sim->store.ops = &sim_store_ops;
 	return sim;
+}
+
+void fota_sim_set_concurrent_reads(struct fota_sim *sim, bool on)
+{
+	sim->concurrent = on;
 }
 
 void fota_sim_free(struct fota_sim *sim)
@@ -405,6 +502,7 @@ void fota_sim_free(struct fota_sim *sim)
 		free(sim->recs[i].name);
 	}
 	free(sim->recs);
+	pthread_mutex_destroy(&sim->mu);
 	free(sim);
 }
 
@@ -519,9 +617,13 @@ struct fota_store *fota_sim_store(struct fota_sim *sim)
 static fota_status simdevs_open(void *ctx, const char *path, bool writable, struct fota_storage **out,
 				struct fota_error *err)
 {
+	struct fota_sim *sim = ctx;
 	(void)writable;
 	*out = NULL;
-	return open_dev(ctx, path, out, err);
+	pthread_mutex_lock(&sim->mu);
+	fota_status rc = open_dev(sim, path, out, err);
+	pthread_mutex_unlock(&sim->mu);
+	return rc;
 }
 
 struct fota_devices fota_sim_devices(struct fota_sim *sim)

@@ -7,6 +7,11 @@
  * resumes until done. The result must be the exact target, byte for byte, with the
  * active slot never written. FOTA_POWERCUT_FULL=1 also cuts every resume at every
  * event (quadratic; the exhaustive run).
+ *
+ * The "-rb" A/B scenarios open the simulated slots with concurrent reads, so the apply
+ * runs as on files: the read-back thread hashes the image and (on a CPU with the SHA
+ * extensions) checks each chunk before it is journaled; "-noext" runs that with
+ * FOTA_NO_SHA_EXT=1 (the read-back hashes the image only, the hasher the chunks).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +24,7 @@ struct scenario {
 	const char *name;
 	enum fota_mode mode;
 	bool delta, stream, mixed;
+	bool readback, no_sha_ext;
 };
 
 struct fixture {
@@ -35,6 +41,7 @@ static struct fota_sim *device(const struct scenario *sc, const struct fixture *
 	struct fota_sim *sim = fota_sim_new();
 	if (!sim)
 		return NULL;
+	fota_sim_set_concurrent_reads(sim, sc->readback);
 	uint8_t *junk = malloc(fx->len + 4096), *zero = calloc(1, SCRATCH);
 	unit_fill_random(junk, fx->len + 4096, 99);
 	fota_status rc;
@@ -165,6 +172,8 @@ static void powercut(const struct scenario *sc)
 		       o.n_stash, o.n_scratch_reads, o.n_ahead);
 	}
 	snprintf(fx.url, sizeof(fx.url), "file://%s", path);
+	if (sc->no_sha_ext)
+		CU_ASSERT_EQUAL_FATAL(setenv("FOTA_NO_SHA_EXT", "1", 1), 0);
 	struct agent_config *cfg = tagent_config(sc->mode, sc->stream, NULL);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(cfg);
 	char why[700] = "";
@@ -197,6 +206,8 @@ static void powercut(const struct scenario *sc)
 	tried_total += tried;
 	survived_total += survived;
 	CU_ASSERT_EQUAL(survived, tried);
+	if (sc->no_sha_ext)
+		CU_ASSERT_EQUAL(unsetenv("FOTA_NO_SHA_EXT"), 0);
 	agent_config_free(cfg);
 	free(path);
 	free(fx.src);
@@ -205,38 +216,62 @@ static void powercut(const struct scenario *sc)
 
 static void test_agent_powercut_ab_full_store(void)
 {
-	static const struct scenario sc = { "ab-full-store", FOTA_MODE_AB, false, false, false };
+	static const struct scenario sc = { "ab-full-store", FOTA_MODE_AB, false, false, false, false, false };
 	powercut(&sc);
 }
 
 static void test_agent_powercut_ab_delta_store(void)
 {
-	static const struct scenario sc = { "ab-delta-store", FOTA_MODE_AB, true, false, false };
+	static const struct scenario sc = { "ab-delta-store", FOTA_MODE_AB, true, false, false, false, false };
 	powercut(&sc);
 }
 
 static void test_agent_powercut_ab_delta_stream(void)
 {
-	static const struct scenario sc = { "ab-delta-stream", FOTA_MODE_AB, true, true, false };
+	static const struct scenario sc = { "ab-delta-stream", FOTA_MODE_AB, true, true, false, false, false };
+	powercut(&sc);
+}
+
+static void test_agent_powercut_ab_full_store_rb(void)
+{
+	static const struct scenario sc = { "ab-full-store-rb", FOTA_MODE_AB, false, false, false, true, false };
+	powercut(&sc);
+}
+
+static void test_agent_powercut_ab_delta_store_rb(void)
+{
+	static const struct scenario sc = { "ab-delta-store-rb", FOTA_MODE_AB, true, false, false, true, false };
+	powercut(&sc);
+}
+
+static void test_agent_powercut_ab_delta_stream_rb(void)
+{
+	static const struct scenario sc = { "ab-delta-stream-rb", FOTA_MODE_AB, true, true, false, true, false };
+	powercut(&sc);
+}
+
+static void test_agent_powercut_ab_full_store_rb_noext(void)
+{
+	static const struct scenario sc = { "ab-full-store-rb-noext", FOTA_MODE_AB, false, false, false, true, true };
 	powercut(&sc);
 }
 
 static void test_agent_powercut_inplace_delta_store(void)
 {
-	static const struct scenario sc = { "inplace-delta-store", FOTA_MODE_INPLACE, true, false, false };
+	static const struct scenario sc = { "inplace-delta-store", FOTA_MODE_INPLACE, true, false, false, false, false };
 	powercut(&sc);
 }
 
 static void test_agent_powercut_inplace_delta_stream(void)
 {
-	static const struct scenario sc = { "inplace-delta-stream", FOTA_MODE_INPLACE, true, true, false };
+	static const struct scenario sc = { "inplace-delta-stream", FOTA_MODE_INPLACE, true, true, false, false, false };
 	powercut(&sc);
 }
 
 static void test_agent_powercut_inplace_mixed_store(void)
 {
 	/* full chunks are written straight into the partition, delta ones ahead */
-	static const struct scenario sc = { "inplace-mixed-store", FOTA_MODE_INPLACE, true, false, true };
+	static const struct scenario sc = { "inplace-mixed-store", FOTA_MODE_INPLACE, true, false, true, false, false };
 	powercut(&sc);
 }
 
@@ -253,6 +288,10 @@ static void add(CU_pSuite s)
 	UNIT_ADD(s, test_agent_powercut_ab_full_store);
 	UNIT_ADD(s, test_agent_powercut_ab_delta_store);
 	UNIT_ADD(s, test_agent_powercut_ab_delta_stream);
+	UNIT_ADD(s, test_agent_powercut_ab_full_store_rb);
+	UNIT_ADD(s, test_agent_powercut_ab_delta_store_rb);
+	UNIT_ADD(s, test_agent_powercut_ab_delta_stream_rb);
+	UNIT_ADD(s, test_agent_powercut_ab_full_store_rb_noext);
 	UNIT_ADD(s, test_agent_powercut_inplace_delta_store);
 	UNIT_ADD(s, test_agent_powercut_inplace_delta_stream);
 	UNIT_ADD(s, test_agent_powercut_inplace_mixed_store);
