@@ -148,6 +148,7 @@ static bool cpu_has_shani(void)
 	return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & bit_SHA);
 }
 #else
+/* Never called: without the extensions every pair runs on OpenSSL lanes. */
 static void blocks1(uint32_t h[8], const uint8_t *p, size_t nb)
 {
 	(void)h, (void)p, (void)nb;
