@@ -612,6 +612,17 @@ static bool file_is(const char *path, const uint8_t *want, size_t len)
 	return ok;
 }
 
+/* A run (resume: agent_resume) that must succeed and leave the slot exactly the target;
+ * what names it in the message printed when it does not. */
+static void fdev_apply_ok(struct fdev *f, struct fota_devices dv, bool resume, const char *what)
+{
+	char msg[FOTA_ERROR_MSG_MAX];
+	CU_ASSERT_EQUAL(fdev_run(f, dv, resume, msg, sizeof(msg)), 0);
+	if (msg[0])
+		fprintf(stderr, "apply_file %s: %s\n", what, msg);
+	CU_ASSERT(file_is(f->slot_b, f->dst, FLEN));
+}
+
 static void test_agent_apply_file_ab_exact_once(void)
 {
 	struct fdev f;
@@ -621,11 +632,7 @@ static void test_agent_apply_file_ab_exact_once(void)
 	unit_fill_random(junk, FLEN + 8192, 93);
 	CU_ASSERT_EQUAL_FATAL(write_whole(f.slot_a, f.src, FLEN), 0);
 	CU_ASSERT_EQUAL_FATAL(write_whole(f.slot_b, junk, FLEN + 8192), 0);
-	char msg[FOTA_ERROR_MSG_MAX];
-	CU_ASSERT_EQUAL(fdev_run(&f, fota_file_devices, false, msg, sizeof(msg)), 0);
-	if (msg[0])
-		fprintf(stderr, "apply_file: %s\n", msg);
-	CU_ASSERT(file_is(f.slot_b, f.dst, FLEN));
+	fdev_apply_ok(&f, fota_file_devices, false, "exact");
 	/* the slot's tail past the image is not written */
 	size_t n = 0;
 	uint8_t *b = unit_read_file(f.slot_b, &n);
@@ -656,10 +663,7 @@ static void test_agent_apply_file_ab_scan_once(void)
 	char msg[FOTA_ERROR_MSG_MAX];
 	/* the run that enters phase applying does not scan: nothing of the job can be in the
 	 * slot yet, so the first two chunks are written although they hold the target */
-	CU_ASSERT_EQUAL(fdev_run(&f, probed, false, msg, sizeof(msg)), 0);
-	if (msg[0])
-		fprintf(stderr, "apply_file: %s\n", msg);
-	CU_ASSERT(file_is(f.slot_b, f.dst, FLEN));
+	fdev_apply_ok(&f, probed, false, "scan");
 	CU_ASSERT(p.range_writes > 0);
 	CU_ASSERT_EQUAL(p.bad_writes, 0);
 
@@ -677,10 +681,7 @@ static void test_agent_apply_file_ab_scan_once(void)
 	CU_ASSERT_EQUAL(p.fail_left, 0);
 	CU_ASSERT_EQUAL_FATAL(write_whole(f.slot_b, b, FLEN), 0);
 	p.writes = p.bad_writes = p.range_writes = 0;
-	CU_ASSERT_EQUAL(fdev_run(&f, probed, true, msg, sizeof(msg)), 0);
-	if (msg[0])
-		fprintf(stderr, "apply_file resume: %s\n", msg);
-	CU_ASSERT(file_is(f.slot_b, f.dst, FLEN));
+	fdev_apply_ok(&f, probed, true, "scan resume");
 	CU_ASSERT(p.writes > 0);
 	CU_ASSERT_EQUAL(p.bad_writes, 0);
 	CU_ASSERT_EQUAL(p.range_writes, 0);
@@ -702,23 +703,30 @@ static fota_status corrupt_dev_open(void *ctx, const char *path, bool writable, 
 	return wrap_storage(p, in, false, strcmp(path, p->watch) == 0, out, err);
 }
 
-static void test_agent_apply_file_ab_bad_write_once(void)
+/* A slot write corrupted on its way (chunk bytes of chunk size): exit 8 with the chunk
+ * check's message when the read-back checks the chunks, else the image check's; the
+ * slot is not the target, the source slot untouched. */
+static void bad_write_case(const char *tag, uint32_t chunk, bool chunk_check)
 {
 	struct fdev f;
-	CU_ASSERT_EQUAL_FATAL(fdev_init(&f, "badwrite"), 0);
+	CU_ASSERT_EQUAL_FATAL(fdev_init_chunk(&f, tag, chunk), 0);
 	CU_ASSERT_EQUAL_FATAL(write_whole(f.slot_a, f.src, FLEN), 0);
 	CU_ASSERT_EQUAL_FATAL(write_whole(f.slot_b, f.src, FLEN), 0);
 	struct probe p = { .watch = f.slot_b, .corrupt_left = 1 };
 	char msg[FOTA_ERROR_MSG_MAX];
 	CU_ASSERT_EQUAL(fdev_run(&f, (struct fota_devices){ &p, corrupt_dev_open }, false, msg, sizeof(msg)), AGENT_EXIT_CORRUPT);
 	CU_ASSERT_EQUAL(p.corrupted, 1);
-	const char *want = chunk_checks_on_readback()
-				   ? "target sha256 does not match the manifest (read back from the slot)"
-				   : "sha256 of the written target does not match";
+	const char *want = chunk_check ? "target sha256 does not match the manifest (read back from the slot)"
+				       : "sha256 of the written target does not match";
 	CU_ASSERT_PTR_NOT_NULL(strstr(msg, want));
 	CU_ASSERT_FALSE(file_is(f.slot_b, f.dst, FLEN));
 	CU_ASSERT(file_is(f.slot_a, f.src, FLEN));
 	fdev_free(&f);
+}
+
+static void test_agent_apply_file_ab_bad_write_once(void)
+{
+	bad_write_case("badwrite", FCHUNK, chunk_checks_on_readback());
 }
 
 /* Chunks that do not start on the image's 64-byte grid: the read-back cannot share its
@@ -730,22 +738,9 @@ static void test_agent_apply_file_ab_odd_chunks_once(void)
 	CU_ASSERT_EQUAL_FATAL(fdev_init_chunk(&f, "odd", FCHUNK - 61), 0);
 	CU_ASSERT_EQUAL_FATAL(write_whole(f.slot_a, f.src, FLEN), 0);
 	CU_ASSERT_EQUAL_FATAL(write_whole(f.slot_b, f.src, FLEN), 0);
-	char msg[FOTA_ERROR_MSG_MAX];
-	CU_ASSERT_EQUAL(fdev_run(&f, fota_file_devices, false, msg, sizeof(msg)), 0);
-	if (msg[0])
-		fprintf(stderr, "apply_file odd: %s\n", msg);
-	CU_ASSERT(file_is(f.slot_b, f.dst, FLEN));
+	fdev_apply_ok(&f, fota_file_devices, false, "odd");
 	fdev_free(&f);
-
-	CU_ASSERT_EQUAL_FATAL(fdev_init_chunk(&f, "odd-bad", FCHUNK - 61), 0);
-	CU_ASSERT_EQUAL_FATAL(write_whole(f.slot_a, f.src, FLEN), 0);
-	CU_ASSERT_EQUAL_FATAL(write_whole(f.slot_b, f.src, FLEN), 0);
-	struct probe p = { .watch = f.slot_b, .corrupt_left = 1 };
-	CU_ASSERT_EQUAL(fdev_run(&f, (struct fota_devices){ &p, corrupt_dev_open }, false, msg, sizeof(msg)),
-			AGENT_EXIT_CORRUPT);
-	CU_ASSERT_EQUAL(p.corrupted, 1);
-	CU_ASSERT_PTR_NOT_NULL(strstr(msg, "sha256 of the written target does not match"));
-	fdev_free(&f);
+	bad_write_case("odd-bad", FCHUNK - 61, false);
 }
 
 /* Run a case as the CPU allows, then with the SHA extensions off. */
