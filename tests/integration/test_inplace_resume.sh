@@ -62,6 +62,13 @@ open(sys.argv[2], "wb").write(b)
 PY
 cp "$WORK/good.fota" "$WWW/same.fota"
 
+# replace_served SRC DEST: put SRC in DEST's place on the server as a new file whose
+# mtime differs from the old one's, so nginx's ETag and Last-Modified (both whole
+# seconds) change even when the test runs within one second
+replace_served() {
+  cp "$1" "$2.new" && touch -d "@$(($(stat -c %Y "$2") + 10))" "$2.new" && mv "$2.new" "$2"
+}
+
 nginx_start "$WWW" || { fail "nginx starts"; exit 1; }
 pass "nginx serves on 127.0.0.1:$NGINX_PORT"
 . "$FOTA_TOP/tests/proxy/proxy.sh"
@@ -113,7 +120,7 @@ rc=$?
 [ "$(sha256sum <"$D/part.img")" = "$half" ] && pass "another manifest: partition unchanged" \
   || fail "another manifest: partition unchanged"
 # the server's file fixed: a new file in its place (new ETag)
-cp "$WORK/good.fota" "$WWW/pkg.fota.new" && mv "$WWW/pkg.fota.new" "$WWW/pkg.fota"
+replace_served "$WORK/good.fota" "$WWW/pkg.fota"
 nginx_log_reset
 ag resume >"$D/out" 2>&1
 rc=$?
@@ -156,7 +163,7 @@ PY
 mkdev "$WORK/dev3"
 ag download-and-update "http://127.0.0.1:$NGINX_PORT/pkg3.fota" >"$D/out" 2>&1
 held "kills: corrupt file" 8 $?
-cp "$WORK/good.fota" "$WWW/pkg3.fota.new" && mv "$WWW/pkg3.fota.new" "$WWW/pkg3.fota"
+replace_served "$WORK/good.fota" "$WWW/pkg3.fota"
 kills=0 seen=""
 for _ in $(seq "$KILLS"); do
   FOTA_AGENT_TEST_CLOCK=$D/clock "$AGENT" -q -c "$C" resume >/dev/null 2>&1 &
